@@ -1,0 +1,272 @@
+# -*- test-case-name: tests.test_backend -*-
+"""
+The runtime state of one backend server.
+
+A L{Backend} is C{up}, C{down}, C{draining} or C{disabled}.  Active health
+check results and passive failures on real traffic move it between C{up} and
+C{down} (HAProxy's C{rise} and C{fall}); C{draining} and C{disabled} are set
+by an operator and left alone by checks.  Nothing here touches the reactor:
+the time is passed in as C{now}, and a state change is returned as a
+L{StateChange} for the caller to log with L{logStateChange}.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from attrs import frozen
+from twisted.logger import Logger
+
+from lbtwist.config import BackendConfig, HealthCheckConfig
+
+__all__ = ["BackendState", "StateChange", "logStateChange", "Backend"]
+
+_log = Logger()
+
+
+class BackendState(enum.Enum):
+    """
+    The state of a backend; only an C{UP} backend gets new requests.
+    """
+
+    UP = "up"
+    DOWN = "down"
+    DRAINING = "draining"
+    DISABLED = "disabled"
+
+
+@frozen
+class StateChange:
+    """
+    A backend moved from one state to another.
+
+    @ivar pool: The name of the backend's pool.
+    @ivar backend: The backend's name.
+    @ivar address: The backend's C{host:port}.
+    @ivar old: The state before the change.
+    @ivar new: The state after the change.
+    @ivar reason: Why, e.g. C{"3 consecutive failures (HTTP 500)"}.
+    """
+
+    pool: str
+    backend: str
+    address: str
+    old: BackendState
+    new: BackendState
+    reason: str
+
+
+def logStateChange(change: StateChange, log: Logger = _log) -> None:
+    """
+    Emit a log event for a state change: a warning when the backend went
+    down, informational otherwise.
+
+    @param change: The change to log.
+    @param log: The logger to emit the event with.
+    """
+    emit = log.warn if change.new is BackendState.DOWN else log.info
+    emit(
+        "backend {pool}/{address} is {new}: {reason}",
+        pool=change.pool,
+        backend=change.backend,
+        address=change.address,
+        old=change.old.value,
+        new=change.new.value,
+        reason=change.reason,
+    )
+
+
+class Backend:
+    """
+    Runtime state of one server (mutable).
+
+    One counter of consecutive failures is shared by failed active checks
+    and failed requests, so both count toward C{fall}.  With checks on, a
+    backend starts C{down} and the first successful check brings it C{up} at
+    once; afterwards it takes C{rise} consecutive successful checks.  With
+    C{check = "none"} a backend starts C{up}; after C{fall} failed requests
+    it is C{down} for C{cooldown} seconds, then half-open: it is offered
+    traffic again, and the next request's outcome decides.
+
+    @ivar config: The backend's configuration.
+    @ivar pool: The name of the pool it belongs to.
+    @ivar name: The backend's name.
+    @ivar address: The backend's C{host:port}.
+    @ivar weight: Its weight for the weighted strategies.
+    @ivar state: Its current state.
+    @ivar reason: Why it is in its current state.
+    @ivar downSince: When it last went down, or L{None} if it has not gone
+        down since it was last up (or ever).
+    @ivar active: Requests in flight (callers increment and decrement).
+    @ivar requests: Requests started in total (callers increment).
+    @ivar failures: Failed requests in total.
+    @ivar lastCheckOk: Whether the last active check passed, or L{None}
+        before the first one.
+    @ivar lastCheckDetail: What the last active check saw, e.g.
+        C{"HTTP 200"}.
+    @ivar lastCheckAt: When the last active check finished, or L{None}.
+    """
+
+    def __init__(
+        self,
+        config: BackendConfig,
+        pool: str,
+        health: HealthCheckConfig,
+        cooldown: float,
+    ) -> None:
+        """
+        @param config: The backend's configuration.
+        @param pool: The name of the pool it belongs to.
+        @param health: The pool's health check settings (C{check}, C{rise},
+            C{fall}).
+        @param cooldown: With C{check = "none"}, how many seconds a
+            passively failed backend is skipped before it is tried again.
+        """
+        self.config = config
+        self.pool = pool
+        self.name = config.name
+        self.address = config.address
+        self.weight = config.weight
+        self.active = 0
+        self.requests = 0
+        self.failures = 0
+        self.lastCheckOk: bool | None = None
+        self.lastCheckDetail = ""
+        self.lastCheckAt: float | None = None
+        self.downSince: float | None = None
+        self._health = health
+        self._cooldown = cooldown
+        self._passive = health.check == "none"
+        self._successes = 0
+        self._consecutiveFailures = 0
+        self._passedCheck = False
+        self.state: BackendState
+        self.reason: str
+        if self._passive:
+            self.state, self.reason = BackendState.UP, "no active health checks"
+        else:
+            self.state = BackendState.DOWN
+            self.reason = "waiting for first health check"
+
+    def __repr__(self) -> str:
+        """
+        @return: The pool, name, address and state, for debugging.
+        """
+        return f"<Backend {self.pool}/{self.name} {self.address} {self.state.value}>"
+
+    def available(self, now: float) -> bool:
+        """
+        May this backend get a new request now?
+
+        @param now: The current time.
+        @return: C{True} if it is up, or if it is down without active checks
+            and its cooldown is over (half-open).
+        """
+        if self.state is BackendState.UP:
+            return True
+        return (
+            self._passive
+            and self.state is BackendState.DOWN
+            and self.downSince is not None
+            and now - self.downSince >= self._cooldown
+        )
+
+    def checkResult(self, ok: bool, detail: str, now: float) -> StateChange | None:
+        """
+        Record the result of an active health check.
+
+        @param ok: Whether the check passed.
+        @param detail: What it saw, e.g. C{"HTTP 500"}.
+        @param now: When it finished.
+        @return: The resulting state change, if any.
+        """
+        self.lastCheckOk, self.lastCheckDetail, self.lastCheckAt = ok, detail, now
+        if not ok:
+            return self._failed(detail, now)
+        self._consecutiveFailures = 0
+        self._successes += 1
+        first, self._passedCheck = not self._passedCheck, True
+        if self.state is not BackendState.DOWN:
+            return None
+        if first:
+            return self.setState(
+                BackendState.UP, f"first health check passed ({detail})", now
+            )
+        rise = self._health.rise
+        if self._successes >= rise:
+            return self.setState(
+                BackendState.UP, f"{rise} consecutive successes ({detail})", now
+            )
+        return None
+
+    def requestFailed(self, reason: str, now: float) -> StateChange | None:
+        """
+        Record a connection failure or timeout on real traffic.
+
+        @param reason: What went wrong, e.g. C{"connection refused"}.
+        @param now: When it happened.
+        @return: The resulting state change, if any.
+        """
+        self.failures += 1
+        if self.state is BackendState.DOWN and self.available(now):
+            # The half-open attempt failed: start a new cooldown.
+            self.downSince = now
+        return self._failed(reason, now)
+
+    def requestSucceeded(self, now: float) -> StateChange | None:
+        """
+        Record a request that got a response from this backend.
+
+        @param now: When the response arrived.
+        @return: The resulting state change, if any.
+        """
+        self._consecutiveFailures = 0
+        if self.state is BackendState.DOWN and self.available(now):
+            return self.setState(
+                BackendState.UP, "request succeeded after cooldown", now
+            )
+        return None
+
+    def setState(
+        self, new: BackendState, reason: str, now: float
+    ) -> StateChange | None:
+        """
+        Move this backend to a state, for example when an operator drains or
+        disables it.
+
+        @param new: The new state.
+        @param reason: Why.
+        @param now: The current time.
+        @return: The change, or L{None} if the backend already was in
+            C{new}.
+        """
+        old = self.state
+        if new is old:
+            return None
+        self.state, self.reason = new, reason
+        self.downSince = now if new is BackendState.DOWN else None
+        return StateChange(
+            pool=self.pool,
+            backend=self.name,
+            address=self.address,
+            old=old,
+            new=new,
+            reason=reason,
+        )
+
+    def _failed(self, detail: str, now: float) -> StateChange | None:
+        """
+        Count one failure, active or passive, toward C{fall}.
+
+        @param detail: What went wrong.
+        @param now: When.
+        @return: The change to C{down} if this failure was one too many.
+        """
+        self._successes = 0
+        self._consecutiveFailures += 1
+        count = self._consecutiveFailures
+        if self.state is BackendState.UP and count >= self._health.fall:
+            return self.setState(
+                BackendState.DOWN, f"{count} consecutive failures ({detail})", now
+            )
+        return None

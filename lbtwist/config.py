@@ -1,0 +1,814 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+lbtwist's configuration: frozen value objects, read from a TOML file or from
+the quick-form command-line options, and validated before anything listens.
+
+Every error is a L{ConfigError} whose message names the section and the key,
+for example C{pool "app" backend 2: weight must be a positive integer}.
+Nothing here uses a reactor; the only I/O is L{loadConfig} reading its file
+(and an C{ssl:} listen description reading its certificate, as Twisted's
+endpoint parser does).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from attrs import Factory, frozen
+from twisted.internet.endpoints import (
+    _parseServer,
+    _SystemdParser,
+    serverFromString,
+)
+
+__all__ = [
+    "BackendConfig",
+    "Config",
+    "ConfigError",
+    "FrontendConfig",
+    "HealthCheckConfig",
+    "PoolConfig",
+    "STRATEGY_NAMES",
+    "configFromOptions",
+    "loadConfig",
+    "parseBackendSpec",
+    "parseConfig",
+]
+
+STRATEGY_NAMES = ("round-robin", "weighted-round-robin", "least-connections")
+"""The names a pool's C{strategy} may have (see L{lbtwist.strategies})."""
+
+_HEALTH_CHECK_KINDS = ("http", "tcp", "none")
+_MODES = ("http",)
+_LATER_MODES = ("tcp",)
+
+
+class ConfigError(ValueError):
+    """
+    The configuration is invalid or cannot be read.
+
+    @ivar message: What is wrong, naming the section and the key, e.g.
+        C{pool "app" backend 2: weight must be a positive integer}.
+    @ivar source: The file the error is in, or L{None}; when given, C{str()}
+        of the error begins with it.
+    """
+
+    def __init__(self, message: str, source: str | None = None) -> None:
+        """
+        @param message: See L{ConfigError.message}.
+        @param source: See L{ConfigError.source}.
+        """
+        super().__init__(f"{source}: {message}" if source else message)
+        self.message = message
+        self.source = source
+
+
+@frozen
+class HealthCheckConfig:
+    """
+    How a pool actively checks its backends.
+
+    @ivar check: C{"http"} (GET C{path}), C{"tcp"} (connect) or C{"none"}.
+    @ivar path: The path requested by HTTP checks; starts with C{"/"}.
+    @ivar expect_status: Inclusive C{(low, high)} ranges of accepted statuses.
+    @ivar interval: Seconds between the starts of two checks.
+    @ivar timeout: Seconds one check may take before it counts as failed.
+    @ivar rise: Consecutive successes that bring a down backend up.
+    @ivar fall: Consecutive failures that bring an up backend down.
+    """
+
+    check: str = "http"
+    path: str = "/healthz"
+    expect_status: tuple[tuple[int, int], ...] = ((200, 399),)
+    interval: float = 2.0
+    timeout: float = 1.0
+    rise: int = 2
+    fall: int = 3
+
+    def accepts(self, status: int) -> bool:
+        """
+        @param status: An HTTP status code from a health check response.
+        @return: Whether C{status} lies in one of the C{expect_status} ranges.
+        """
+        return any(low <= status <= high for low, high in self.expect_status)
+
+
+@frozen
+class BackendConfig:
+    """
+    One upstream server.
+
+    @ivar url: The URL as written, e.g. C{"http://127.0.0.1:9001"}.
+    @ivar scheme: C{"http"}.
+    @ivar host: Host name or IP address, without brackets for IPv6.
+    @ivar port: TCP port (80 when the URL has none).
+    @ivar name: Name within its pool; defaults to L{address}.
+    @ivar weight: Relative share of the traffic, a positive integer.
+    """
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    name: str = Factory(lambda self: self.address, takes_self=True)
+    weight: int = 1
+
+    @property
+    def address(self) -> str:
+        """
+        C{"host:port"}, with an IPv6 host in brackets: C{"[::1]:9001"}.
+        """
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@frozen
+class PoolConfig:
+    """
+    A named group of backends and how traffic is spread over them.
+
+    @ivar name: The name frontends use to refer to the pool.
+    @ivar backends: At least one backend, with unique names.
+    @ivar strategy: One of L{STRATEGY_NAMES}.
+    @ivar retries: Extra attempts on other backends.
+    @ivar connect_timeout: Seconds to connect to a backend.
+    @ivar response_timeout: Seconds until a backend's response headers.
+    @ivar max_body_size: Largest request body in bytes (larger get 413).
+    @ivar rewrite_host: Send C{Host: <backend address>} instead of the
+        client's C{Host}.
+    @ivar max_idle_connections: Idle keep-alive connections kept per backend.
+    @ivar idle_connection_timeout: Seconds an idle upstream connection is kept.
+    @ivar passive_cooldown: With C{check = "none"}, seconds a backend that
+        failed on real traffic is skipped.
+    @ivar health: The active health check.
+    """
+
+    name: str
+    backends: tuple[BackendConfig, ...]
+    strategy: str = "round-robin"
+    retries: int = 2
+    connect_timeout: float = 3.0
+    response_timeout: float = 30.0
+    max_body_size: int = 10485760
+    rewrite_host: bool = False
+    max_idle_connections: int = 16
+    idle_connection_timeout: float = 60.0
+    passive_cooldown: float = 10.0
+    health: HealthCheckConfig = HealthCheckConfig()
+
+
+@frozen
+class FrontendConfig:
+    """
+    Where clients connect, and which pool serves them.
+
+    @ivar name: The frontend's name (C{"frontend-N"} when the file has none).
+    @ivar listen: Twisted server endpoint descriptions, e.g. C{"tcp:8080"}.
+    @ivar pool: The name of the pool that serves this frontend.
+    @ivar mode: C{"http"}.
+    @ivar header_timeout: Seconds to receive a complete request head.
+    @ivar idle_timeout: Seconds a keep-alive connection may sit idle.
+    @ivar max_header_size: Bytes of request line and headers (then 431).
+    @ivar max_target_length: Bytes of request target (then 414).
+    @ivar trusted_proxies: IP networks whose C{X-Forwarded-For} is kept,
+        normalised (C{"10.0.0.0/8"}, C{"192.0.2.1/32"}).
+    @ivar add_forwarded: Also send an RFC 7239 C{Forwarded} header upstream.
+    """
+
+    name: str
+    listen: tuple[str, ...]
+    pool: str
+    mode: str = "http"
+    header_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    max_header_size: int = 16384
+    max_target_length: int = 8192
+    trusted_proxies: tuple[str, ...] = ()
+    add_forwarded: bool = False
+
+
+@frozen
+class Config:
+    """
+    A whole, valid configuration.
+
+    @ivar frontends: At least one frontend, with unique names.
+    @ivar pools: At least one pool, with unique names.
+    @ivar source: Where the configuration came from (a file name).
+    """
+
+    frontends: tuple[FrontendConfig, ...]
+    pools: tuple[PoolConfig, ...]
+    source: str = "<config>"
+
+    def pool(self, name: str) -> PoolConfig:
+        """
+        @param name: A pool's name.
+        @return: The pool called C{name}.
+        @raise KeyError: If there is no such pool.
+        """
+        for pool in self.pools:
+            if pool.name == name:
+                return pool
+        raise KeyError(name)
+
+    def counts(self) -> str:
+        """
+        @return: How much is configured, e.g. C{"1 frontend, 1 pool, 3 backends"}.
+        """
+        backends = sum(len(pool.backends) for pool in self.pools)
+        return ", ".join(
+            [
+                _plural(len(self.frontends), "frontend"),
+                _plural(len(self.pools), "pool"),
+                _plural(backends, "backend"),
+            ]
+        )
+
+    def summary(self) -> str:
+        """
+        @return: One line, e.g. C{"lbtwist.toml: 1 frontend, 1 pool, 3 backends"}.
+        """
+        return f"{self.source}: {self.counts()}"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+# Checks: each takes a value as TOML gives it and returns the converted value,
+# or raises _Invalid with a reason that completes the sentence "<key> ...".
+
+
+class _Invalid(Exception):
+    """
+    A value failed a check; C{reason} completes the sentence C{"<key> ..."}.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+_Check = Callable[[object], Any]
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Invalid("must be a string")
+    return value
+
+
+def _name(value: object) -> str:
+    text = _string(value)
+    if not text:
+        raise _Invalid("must not be empty")
+    return text
+
+
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid("must be true or false")
+    return value
+
+
+def _integer(minimum: int) -> _Check:
+    """
+    @return: A check for an integer (not a bool) of at least C{minimum}.
+    """
+    wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+
+    def check(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise _Invalid(f"must be {wanted}")
+        return value
+
+    return check
+
+
+def _seconds(allowZero: bool = False) -> _Check:
+    """
+    @return: A check for a finite number (int or float, not bool) greater
+        than 0, or at least 0 if C{allowZero}; it returns a float.
+    """
+    wanted = ">= 0" if allowZero else "greater than 0"
+
+    def check(value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Invalid(f"must be a number {wanted}")
+        number = float(value)
+        if not math.isfinite(number) or number < 0 or (number == 0 and not allowZero):
+            raise _Invalid(f"must be a number {wanted}")
+        return number
+
+    return check
+
+
+def _choice(allowed: Sequence[str], later: Sequence[str] = ()) -> _Check:
+    """
+    @param allowed: The accepted strings.
+    @param later: Strings that will be accepted by a later version.
+    @return: A check for one of C{allowed}.
+    """
+    expected = ", ".join(f'"{each}"' for each in allowed)
+
+    def check(value: object) -> str:
+        text = _string(value)
+        if text in later:
+            raise _Invalid(f'"{text}" is not supported yet')
+        if text not in allowed:
+            raise _Invalid(f'"{text}" is not one of {expected}')
+        return text
+
+    return check
+
+
+def _path(value: object) -> str:
+    text = _string(value)
+    if not text.startswith("/"):
+        raise _Invalid(f'"{text}" must start with "/"')
+    return text
+
+
+def _listOf(each: Callable[[str], str], allowEmpty: bool) -> _Check:
+    """
+    @param each: Checks and converts one string of the list.
+    @param allowEmpty: Whether an empty list is valid.
+    @return: A check for a string or a list of strings, returning a tuple.
+    """
+
+    def check(value: object) -> tuple[str, ...]:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise _Invalid("must be a string or a list of strings")
+        if not items and not allowEmpty:
+            raise _Invalid("must not be empty")
+        return tuple(each(item) for item in items)
+
+    return check
+
+
+class _AnyDescriptor:
+    """
+    Stands in for systemd's inherited descriptors, so that a C{systemd:}
+    description can be checked outside of systemd: every index and name is
+    found.
+    """
+
+    def __getitem__(self, key: object) -> int:
+        return 3
+
+    def inheritedDescriptors(self) -> _AnyDescriptor:
+        return self
+
+    def inheritedNamedDescriptors(self) -> _AnyDescriptor:
+        return self
+
+
+class _SystemdSyntaxParser(_SystemdParser):
+    """
+    Twisted's C{systemd:} endpoint parser, with every descriptor available.
+    """
+
+    _sddaemon = _AnyDescriptor()  # type: ignore[assignment]
+
+
+def _buildEndpoint(description: str) -> object:
+    """
+    Build (but do not listen on) the endpoint C{description} describes, with
+    a placeholder for the reactor, as C{twistd} would.
+
+    @raise Exception: Whatever Twisted's parser raises for a bad description.
+    """
+    reactor = object()
+    kind, args, kwargs = _parseServer(description, None)
+    if isinstance(kind, _SystemdParser):
+        return _SystemdSyntaxParser().parseStreamServer(reactor, *args, **kwargs)
+    return serverFromString(reactor, description)
+
+
+def _endpoint(description: str) -> str:
+    try:
+        endpoint = _buildEndpoint(description)
+    except Exception as e:
+        raise _Invalid(f'"{description}": {str(e) or type(e).__name__}') from None
+    port = getattr(endpoint, "_port", None)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise _Invalid(f'"{description}": port must be 0-65535')
+    return description
+
+
+def _network(text: str) -> str:
+    try:
+        return str(ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        raise _Invalid(f'"{text}" is not an IP address or network') from None
+
+
+_DIGITS = re.compile("[0-9]+")
+_STATUS_ITEM = re.compile("([0-9]+)(?:-([0-9]+))?")
+
+
+def _statusRanges(value: object) -> tuple[tuple[int, int], ...]:
+    """
+    Check an C{expect_status}: an int, or a string like C{"200,204,300-302"}.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise _Invalid('must be a status code or a string like "200-399"')
+    ranges = []
+    for item in value.split(","):
+        match = _STATUS_ITEM.fullmatch(item.strip())
+        if match is None:
+            raise _Invalid(
+                f'"{value}" must be status codes and ranges like "200,204,300-399"'
+            )
+        low, high = int(match[1]), int(match[2] or match[1])
+        if not (100 <= low <= 599 and 100 <= high <= 599):
+            raise _Invalid(f'"{value}": status codes must be 100-599')
+        if low > high:
+            raise _Invalid(f'"{value}": range {low}-{high} is empty')
+        ranges.append((low, high))
+    return tuple(ranges)
+
+
+def _table(header: str) -> _Check:
+    """
+    @param header: How the table is written in TOML, for the error message.
+    @return: A check for a TOML table.
+    """
+
+    def check(value: object) -> Mapping[str, object]:
+        if not isinstance(value, Mapping):
+            raise _Invalid(f"must be a table, written {header}")
+        return value
+
+    return check
+
+
+def _tables(header: str) -> _Check:
+    """
+    @param header: How the array of tables is written in TOML.
+    @return: A check for a non-empty array of TOML tables.
+    """
+
+    def check(value: object) -> list[Mapping[str, object]]:
+        if not isinstance(value, list) or not all(
+            isinstance(i, Mapping) for i in value
+        ):
+            raise _Invalid(f"must be an array of tables, written {header}")
+        if not value:
+            raise _Invalid(f"must not be empty: add a {header} section")
+        return value
+
+    return check
+
+
+_URL = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)"
+    r"(?P<path>[^?#]*)(?P<rest>[?#].*)?",
+    re.DOTALL,
+)
+_AUTHORITY = re.compile(
+    r"(?:\[(?P<ipv6>[^\]]*)\]|(?P<host>[^:\[\]]*))(?::(?P<port>[^:]*))?"
+)
+_HOST_NAME = re.compile(
+    r"[A-Za-z0-9_]([A-Za-z0-9_-]*)(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*\.?"
+)
+
+
+def _hostOf(ipv6: str | None, host: str) -> str:
+    """
+    @return: The host of an authority, without brackets.
+    @raise _Invalid: If it is neither an IP address nor a host name.
+    """
+    if ipv6 is not None:
+        try:
+            return str(ipaddress.IPv6Address(ipv6))
+        except ValueError:
+            raise _Invalid(f'"[{ipv6}]" is not an IPv6 address') from None
+    if not host:
+        raise _Invalid("has no host")
+    if re.fullmatch("[0-9.]+", host):
+        try:
+            return str(ipaddress.IPv4Address(host))
+        except ValueError:
+            raise _Invalid(f'"{host}" is not an IPv4 address') from None
+    if not _HOST_NAME.fullmatch(host):
+        raise _Invalid(f'"{host}" is not a host name or IP address')
+    return host.lower()
+
+
+def _urlParts(url: str) -> tuple[str, str, int]:
+    """
+    @return: C{(scheme, host, port)} of an C{http://host[:port]} URL.
+    @raise _Invalid: With the problem, for any other URL.
+    """
+    match = _URL.fullmatch(url)
+    scheme = match["scheme"].lower() if match else ""
+    if scheme == "https":
+        raise _Invalid("https backends are not supported yet")
+    if match is None or scheme != "http":
+        raise _Invalid("must be an http:// URL")
+    if "@" in match["authority"]:
+        raise _Invalid("must not contain user information")
+    if match["path"] not in ("", "/"):
+        raise _Invalid(f'must not have a path ("{match["path"]}")')
+    if match["rest"]:
+        raise _Invalid("must not have a query or fragment")
+    authority = _AUTHORITY.fullmatch(match["authority"])
+    if authority is None:
+        raise _Invalid(
+            f'"{match["authority"]}" is not host[:port] '
+            "(an IPv6 address goes in brackets: http://[::1]:8080)"
+        )
+    host = _hostOf(authority["ipv6"], authority["host"])
+    port = authority["port"]
+    if port is None:
+        return scheme, host, 80
+    if not _DIGITS.fullmatch(port) or not 1 <= int(port) <= 65535:
+        raise _Invalid(f'port "{port}" must be 1-65535')
+    return scheme, host, int(port)
+
+
+def _url(value: object) -> tuple[str, str, str, int]:
+    """
+    Check a backend URL.
+
+    @return: C{(url, scheme, host, port)}.
+    """
+    url = _string(value)
+    try:
+        return (url, *_urlParts(url))
+    except _Invalid as e:
+        raise _Invalid(f'"{url}": {e.reason}') from None
+
+
+# Sections: which keys each may have, and the check for each key.
+
+_TOP_LEVEL = {"frontend": _tables("[[frontend]]"), "pool": _tables("[[pool]]")}
+
+_FRONTEND = {
+    "name": _name,
+    "listen": _listOf(_endpoint, allowEmpty=False),
+    "pool": _name,
+    "mode": _choice(_MODES, later=_LATER_MODES),
+    "header_timeout": _seconds(),
+    "idle_timeout": _seconds(),
+    "max_header_size": _integer(1),
+    "max_target_length": _integer(1),
+    "trusted_proxies": _listOf(_network, allowEmpty=True),
+    "add_forwarded": _boolean,
+}
+
+_POOL = {
+    "name": _name,
+    "strategy": _choice(STRATEGY_NAMES),
+    "retries": _integer(0),
+    "connect_timeout": _seconds(),
+    "response_timeout": _seconds(),
+    "max_body_size": _integer(0),
+    "rewrite_host": _boolean,
+    "max_idle_connections": _integer(0),
+    "idle_connection_timeout": _seconds(),
+    "passive_cooldown": _seconds(allowZero=True),
+    "health": _table("[pool.health]"),
+    "backend": _tables("[[pool.backend]]"),
+}
+
+_HEALTH = {
+    "check": _choice(_HEALTH_CHECK_KINDS),
+    "path": _path,
+    "expect_status": _statusRanges,
+    "interval": _seconds(),
+    "timeout": _seconds(),
+    "rise": _integer(1),
+    "fall": _integer(1),
+}
+
+_BACKEND = {"url": _url, "name": _name, "weight": _integer(1)}
+
+
+def _read(
+    table: Mapping[str, object],
+    where: str,
+    checks: Mapping[str, _Check],
+    required: Sequence[str] = (),
+) -> dict[str, Any]:
+    """
+    Check every key of a TOML table: all known, the required ones present,
+    each value valid.
+
+    @param table: The table as TOML gives it.
+    @param where: The section, for error messages, e.g. C{'pool "app"'}.
+    @param checks: The check for each key the section may have.
+    @param required: Keys that must be present.
+    @return: The converted value of each key present.
+    @raise ConfigError: Naming the section and the key.
+    """
+    for key in table:
+        if key not in checks:
+            raise ConfigError(f'{where}: unknown key "{key}"')
+    for key in required:
+        if key not in table:
+            raise ConfigError(f'{where}: missing required key "{key}"')
+    values = {}
+    for key, value in table.items():
+        try:
+            values[key] = checks[key](value)
+        except _Invalid as e:
+            raise ConfigError(f"{where}: {key} {e.reason}") from None
+    return values
+
+
+def _label(kind: str, index: int, table: Mapping[str, object]) -> str:
+    """
+    @return: How messages name a section: C{'pool "app"'} if it has a usable
+        name, else C{"pool 2"}.
+    """
+    name = table.get("name")
+    return f'{kind} "{name}"' if isinstance(name, str) and name else f"{kind} {index}"
+
+
+def _requireUniqueNames(names: Sequence[str], kind: str, prefix: str = "") -> None:
+    """
+    @param names: The names of the items of one list, in order.
+    @param kind: What an item is called in messages (C{"backend"}).
+    @param prefix: What precedes C{kind} in messages (C{'pool "app" '}).
+    @raise ConfigError: Naming the first repeated name.
+    """
+    first: dict[str, int] = {}
+    for index, name in enumerate(names, 1):
+        if name in first:
+            raise ConfigError(
+                f'{prefix}{kind} {index}: name "{name}" is already used by '
+                f"{kind} {first[name]}"
+            )
+        first[name] = index
+
+
+def _parseBackend(table: Mapping[str, object], where: str) -> BackendConfig:
+    values = _read(table, where, _BACKEND, required=("url",))
+    url, scheme, host, port = values.pop("url")
+    return BackendConfig(url=url, scheme=scheme, host=host, port=port, **values)
+
+
+def _parsePool(table: Mapping[str, object], index: int) -> PoolConfig:
+    where = _label("pool", index, table)
+    values = _read(table, where, _POOL, required=("name", "backend"))
+    health = HealthCheckConfig(
+        **_read(values.pop("health", {}), f"{where} health", _HEALTH)
+    )
+    backends = tuple(
+        _parseBackend(backend, f"{where} backend {number}")
+        for number, backend in enumerate(values.pop("backend"), 1)
+    )
+    _requireUniqueNames([b.name for b in backends], "backend", f"{where} ")
+    return PoolConfig(backends=backends, health=health, **values)
+
+
+def _parseFrontend(
+    table: Mapping[str, object], index: int, pools: Sequence[str]
+) -> FrontendConfig:
+    """
+    @param pools: The names of the pools defined, one of which the frontend
+        must name.
+    """
+    where = _label("frontend", index, table)
+    values = _read(table, where, _FRONTEND, required=("listen", "pool"))
+    if values["pool"] not in pools:
+        defined = ", ".join(f'"{name}"' for name in pools)
+        raise ConfigError(
+            f'{where}: pool "{values["pool"]}" is not defined (pools: {defined})'
+        )
+    values.setdefault("name", f"frontend-{index}")
+    return FrontendConfig(**values)
+
+
+def parseConfig(document: Mapping[str, object], source: str = "<config>") -> Config:
+    """
+    Validate a parsed TOML document and build the configuration.
+
+    @param document: The document, as C{tomllib} returns it.
+    @param source: Where it came from, kept as L{Config.source}.
+    @return: The configuration.
+    @raise ConfigError: Naming the section and key of the first problem.
+    """
+    values = _read(document, "top level", _TOP_LEVEL, required=("frontend", "pool"))
+    pools = tuple(
+        _parsePool(table, index) for index, table in enumerate(values["pool"], 1)
+    )
+    poolNames = [pool.name for pool in pools]
+    _requireUniqueNames(poolNames, "pool")
+    frontends = tuple(
+        _parseFrontend(table, index, poolNames)
+        for index, table in enumerate(values["frontend"], 1)
+    )
+    _requireUniqueNames([frontend.name for frontend in frontends], "frontend")
+    return Config(frontends=frontends, pools=pools, source=source)
+
+
+def loadConfig(path: str) -> Config:
+    """
+    Read, parse and validate a TOML configuration file.
+
+    @param path: The file's name; it becomes L{Config.source}.
+    @return: The configuration.
+    @raise ConfigError: With C{source} set to C{path} (so that C{str()} of
+        it begins with the path), if the file cannot be read, is not TOML,
+        or is not a valid configuration.
+    """
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror or e}", path) from None
+    except UnicodeDecodeError:
+        raise ConfigError("cannot read: not UTF-8 text", path) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"invalid TOML: {e}", path) from None
+    try:
+        return parseConfig(document, source=path)
+    except ConfigError as e:
+        raise ConfigError(e.message, path) from None
+
+
+def _checkOption(option: str, value: object, check: Callable[[Any], Any]) -> Any:
+    """
+    @return: C{check(value)}.
+    @raise ConfigError: Naming the option, e.g. C{--strategy "x" is not one of ...}.
+    """
+    try:
+        return check(value)
+    except _Invalid as e:
+        raise ConfigError(f"{option} {e.reason}") from None
+
+
+def parseBackendSpec(spec: str, index: int) -> BackendConfig:
+    """
+    Parse the quick form of a backend, C{"http://127.0.0.1:9002,weight=3,name=b"}.
+
+    @param spec: The URL, then optional C{,weight=N} and C{,name=NAME}.
+    @param index: The 1-based position of this C{--backend} option.
+    @return: The backend.
+    @raise ConfigError: Beginning with C{--backend "<spec>":}.
+    """
+    url, *options = spec.split(",")
+    values: dict[str, Any] = {"url": url}
+    for option in options:
+        key, equals, value = (part.strip() for part in option.partition("="))
+        if key not in _BACKEND or key == "url":
+            raise ConfigError(f'--backend "{spec}": unknown option "{key}"')
+        if not equals or key in values:
+            raise ConfigError(f'--backend "{spec}": give {key}=VALUE once')
+        values[key] = (
+            int(value) if key == "weight" and _DIGITS.fullmatch(value) else value
+        )
+    return _parseBackend(values, f'--backend "{spec}"')
+
+
+def configFromOptions(
+    listen: Sequence[str],
+    backends: Sequence[str],
+    strategy: str = "round-robin",
+    healthPath: str | None = None,
+) -> Config:
+    """
+    Build a configuration from the quick-form command-line options: one
+    frontend and one pool, both called C{"default"}.
+
+    @param listen: C{--listen} endpoint descriptions; C{("tcp:8080",)} if empty.
+    @param backends: C{--backend} quick forms (see L{parseBackendSpec}).
+    @param strategy: C{--strategy}, one of L{STRATEGY_NAMES}.
+    @param healthPath: C{--health-path}: check over HTTP on this path; if
+        L{None}, check by connecting over TCP.
+    @return: The configuration.
+    @raise ConfigError: Naming the option.
+    """
+    endpoints = tuple(_checkOption("--listen", d, _endpoint) for d in listen)
+    strategy = _checkOption("--strategy", strategy, _POOL["strategy"])
+    if healthPath is None:
+        health = HealthCheckConfig(check="tcp")
+    else:
+        health = HealthCheckConfig(
+            path=_checkOption("--health-path", healthPath, _path)
+        )
+    if not backends:
+        raise ConfigError("at least one --backend is required")
+    pool = PoolConfig(
+        name="default",
+        backends=tuple(parseBackendSpec(s, i) for i, s in enumerate(backends, 1)),
+        strategy=strategy,
+        health=health,
+    )
+    _requireUniqueNames([b.name for b in pool.backends], "--backend")
+    frontend = FrontendConfig(
+        name="default", listen=endpoints or ("tcp:8080",), pool="default"
+    )
+    return Config(frontends=(frontend,), pools=(pool,), source="<command line>")

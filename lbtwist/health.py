@@ -1,0 +1,610 @@
+# -*- test-case-name: tests.test_health -*-
+"""
+Active health checks.
+
+A probe (L{IHealthProbe}) checks one backend once: L{HTTPProbe} sends a
+C{GET} for the pool's health path and compares the status with the pool's
+C{expect_status}, L{TCPProbe} only opens a TCP connection and closes it
+again. A probe's L{Deferred} never errbacks and is bounded by the probe's
+own timeout; every outcome is a L{ProbeResult}.
+
+A L{HealthCheck} service runs one probe every C{interval} seconds on an
+injected clock and hands each result to a callback (which applies the
+C{rise}/C{fall} rules kept in L{lbtwist.backend}). A probe that is still
+pending when the next tick comes is not started twice; the tick is skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NoReturn
+
+from attrs import frozen
+from twisted.application.service import Service
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+)
+from twisted.internet.error import ConnectionRefusedError as TwistedRefusedError
+from twisted.internet.error import TCPTimedOutError
+from twisted.internet.error import TimeoutError as ConnectTimeoutError
+from twisted.internet.interfaces import (
+    IProtocol,
+    IReactorTCP,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import (
+    Agent,
+    ResponseDone,
+    ResponseFailed,
+    ResponseNeverReceived,
+)
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IResponse
+from zope.interface import Interface, implementer
+
+from lbtwist.config import BackendConfig, HealthCheckConfig, PoolConfig
+from lbtwist.upstream import UpstreamConnectionPool
+
+__all__ = [
+    "ProbeResult",
+    "IHealthProbe",
+    "HTTPProbe",
+    "TCPProbe",
+    "HealthCheck",
+    "probeFor",
+    "healthAgent",
+]
+
+_log = Logger()
+
+MAX_BODY_BYTES = 64 * 1024
+"""
+How much of a health check response body is read (and discarded) before the
+connection is closed; the status line is all that matters.
+"""
+
+USER_AGENT = b"lbtwist-health-check"
+"""
+The C{User-Agent} sent with HTTP health checks.
+"""
+
+
+@frozen
+class ProbeResult:
+    """
+    The outcome of one health probe.
+
+    @ivar ok: Whether the backend passed.
+    @ivar detail: What happened, for logs and the stats page: C{"HTTP 200"},
+        C{"HTTP 503 (expected 200-399)"}, C{"connected"},
+        C{"connection refused"}, C{"timed out after 1.0s"} or
+        C{"<exception class>: <message>"}.
+    @ivar duration: Seconds from the start of the probe to its result.
+    """
+
+    ok: bool
+    detail: str
+    duration: float
+
+
+class IHealthProbe(Interface):
+    """
+    A check of one backend that can be run repeatedly.
+    """
+
+    def probe() -> Deferred[ProbeResult]:
+        """
+        Check the backend once.
+
+        @return: A L{Deferred} that fires with a L{ProbeResult}. It never
+            errbacks and is bounded by the probe's own timeout. Cancelling it
+            abandons the probe.
+        """
+
+
+def _formatTimeout(timeout: float) -> str:
+    """
+    Describe a probe timeout.
+
+    @param timeout: The timeout in seconds.
+    @return: For example C{"timed out after 1.0s"}.
+    """
+    return f"timed out after {float(timeout)}s"
+
+
+def _formatExpected(ranges: tuple[tuple[int, int], ...]) -> str:
+    """
+    Format accepted status ranges the way they are written in the config.
+
+    @param ranges: Inclusive C{(low, high)} status ranges.
+    @return: For example C{"200-399"} or C{"200,204,300-302"}.
+    """
+    return ",".join(
+        str(low) if low == high else f"{low}-{high}" for low, high in ranges
+    )
+
+
+def _describeFailure(reason: Failure, timeout: float) -> str:
+    """
+    Turn the failure of a probe into a short human readable detail.
+
+    @param reason: Why the probe failed.
+    @param timeout: The probe's timeout, named when it expired.
+    @return: The detail for a failed L{ProbeResult}.
+    """
+    error = reason.value
+    if isinstance(error, (DeferredTimeoutError, ConnectTimeoutError, TCPTimedOutError)):
+        return _formatTimeout(timeout)
+    if isinstance(error, (TwistedRefusedError, ConnectionRefusedError)):
+        return "connection refused"
+    if isinstance(error, CancelledError):
+        return "cancelled"
+    if isinstance(error, (ResponseFailed, ResponseNeverReceived)):
+        # Agent wraps the interesting failure; describe the first one.
+        inner = [r for r in error.reasons if isinstance(r, Failure)]
+        if inner:
+            return _describeFailure(inner[0], timeout)
+    message = str(error)
+    name = type(error).__name__
+    return f"{name}: {message}" if message else name
+
+
+def _timedOut(result: object, timeout: float) -> NoReturn:
+    """
+    Replace whatever a timed out L{Deferred} was cancelled with by a timeout.
+
+    Cancelling an HTTP request or a connection attempt may fail it with an
+    exception other than L{CancelledError}; the probe still timed out.
+
+    @param result: The result of the L{Deferred} after it was cancelled.
+    @param timeout: The timeout that expired.
+    @raise twisted.internet.defer.TimeoutError: Always.
+    """
+    raise DeferredTimeoutError(timeout, "health probe")
+
+
+class _DiscardBody(Protocol):
+    """
+    Read a response body, throw it away, and stop reading after a limit.
+
+    @ivar finished: Fires with C{None} when the body is complete or the limit
+        was reached, or errbacks if the body could not be read. Cancelling it
+        stops the transport.
+    """
+
+    def __init__(self, limit: int) -> None:
+        """
+        @param limit: How many bytes to read before closing the connection.
+        """
+        self._limit = limit
+        self._received = 0
+        self.finished: Deferred[None] = Deferred(self._cancel)
+
+    def _cancel(self, finished: Deferred[None]) -> None:
+        """
+        Stop receiving the body when L{finished} is cancelled.
+
+        @param finished: L{finished}.
+        """
+        if self.transport is not None:
+            self.transport.stopProducing()  # type: ignore[attr-defined]
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Count and discard C{data}; stop the transport past the limit.
+
+        @param data: Part of the response body.
+        """
+        self._received += len(data)
+        if self._received > self._limit and not self.finished.called:
+            self.finished.callback(None)
+            self.transport.stopProducing()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        The body is complete, or reading it failed.
+
+        @param reason: L{ResponseDone} or L{PotentialDataLoss} when the whole
+            body was received, another failure otherwise.
+        """
+        if self.finished.called:
+            return
+        if isinstance(reason.value, (ResponseDone, PotentialDataLoss)):
+            self.finished.callback(None)
+        else:
+            self.finished.errback(reason)
+
+
+@implementer(IHealthProbe)
+class HTTPProbe:
+    """
+    Probe a backend with an HTTP C{GET}.
+
+    The probe passes if the response status is accepted by the health config's
+    C{expect_status}. The body is read (at most L{MAX_BODY_BYTES} of it) and
+    discarded; the timeout covers the response headers and the body.
+    """
+
+    def __init__(
+        self,
+        agent: IAgent,
+        url: bytes,
+        healthConfig: HealthCheckConfig,
+        clock: IReactorTime,
+        host: bytes | None = None,
+    ) -> None:
+        """
+        @param agent: Sends the request. In production a
+            L{twisted.web.client.Agent} with a non-persistent pool, so that
+            each probe opens (and closes) its own connection.
+        @param url: The absolute URL to C{GET}.
+        @param healthConfig: The pool's health settings (C{timeout},
+            C{expect_status}).
+        @param clock: Schedules the timeout and measures the duration.
+        @param host: The C{Host} header to send, or C{None} to let the agent
+            derive it from C{url}.
+        """
+        self.agent = agent
+        self.url = url
+        self.healthConfig = healthConfig
+        self.clock = clock
+        self.host = host
+
+    def __repr__(self) -> str:
+        """
+        @return: A description naming the URL.
+        """
+        return f"<HTTPProbe GET {self.url.decode('ascii', 'replace')}>"
+
+    def probe(self) -> Deferred[ProbeResult]:
+        """
+        Send one C{GET} and judge the response status.
+
+        @return: A L{Deferred} firing with a L{ProbeResult}; never errbacks.
+        """
+        started = self.clock.seconds()
+        timeout = self.healthConfig.timeout
+        headers = Headers({b"User-Agent": [USER_AGENT]})
+        if self.host is not None:
+            headers.setRawHeaders(b"Host", [self.host])
+        d: Deferred[IResponse] = maybeDeferred(
+            self.agent.request, b"GET", self.url, headers, None
+        )
+        status: Deferred[int] = d.addCallback(self._readBody)
+        status.addTimeout(timeout, self.clock, _timedOut)
+
+        def judge(code: int) -> ProbeResult:
+            duration = self.clock.seconds() - started
+            if self.healthConfig.accepts(code):
+                return ProbeResult(True, f"HTTP {code}", duration)
+            expected = _formatExpected(self.healthConfig.expect_status)
+            return ProbeResult(False, f"HTTP {code} (expected {expected})", duration)
+
+        def failed(reason: Failure) -> ProbeResult:
+            return ProbeResult(
+                False,
+                _describeFailure(reason, timeout),
+                self.clock.seconds() - started,
+            )
+
+        return status.addCallback(judge).addErrback(failed)
+
+    def _readBody(self, response: IResponse) -> Deferred[int]:
+        """
+        Discard the body of C{response}, reading at most L{MAX_BODY_BYTES}.
+
+        @param response: The health check response.
+        @return: A L{Deferred} firing with the response status code once the
+            body is done.
+        """
+        body = _DiscardBody(MAX_BODY_BYTES)
+        response.deliverBody(body)
+        code: int = response.code
+        return body.finished.addCallback(lambda _: code)
+
+
+class _CloseAtOnce(Protocol):
+    """
+    A protocol that closes its connection as soon as it is made.
+    """
+
+    def connectionMade(self) -> None:
+        """
+        Close the connection: connecting was the whole check.
+        """
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+
+@implementer(IHealthProbe)
+class TCPProbe:
+    """
+    Probe a backend by opening a TCP connection and closing it at once.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorTCP,
+        host: str,
+        port: int,
+        timeout: float,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        """
+        @param reactor: Makes the connection; also the clock unless C{clock}
+            is given.
+        @param host: An IPv4 or IPv6 literal (without brackets) or a host
+            name.
+        @param port: The TCP port.
+        @param timeout: Seconds until the connection attempt is abandoned.
+        @param clock: Schedules the timeout and measures the duration;
+            defaults to C{reactor}.
+        """
+        self.reactor = reactor
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.clock: IReactorTime = clock if clock is not None else IReactorTime(reactor)
+
+    def __repr__(self) -> str:
+        """
+        @return: A description naming the address.
+        """
+        host = f"[{self.host}]" if isIPv6Address(self.host) else self.host
+        return f"<TCPProbe {host}:{self.port}>"
+
+    def _endpoint(self) -> IStreamClientEndpoint:
+        """
+        Choose the endpoint for the kind of host.
+
+        @return: A L{TCP4ClientEndpoint} for an IPv4 literal, a
+            L{TCP6ClientEndpoint} for an IPv6 literal, and a
+            L{HostnameEndpoint} for a name.
+        """
+        if isIPAddress(self.host):
+            return TCP4ClientEndpoint(
+                self.reactor, self.host, self.port, timeout=self.timeout
+            )
+        if isIPv6Address(self.host):
+            return TCP6ClientEndpoint(
+                self.reactor, self.host, self.port, timeout=self.timeout
+            )
+        return HostnameEndpoint(
+            self.reactor,
+            self.host.encode("idna"),
+            self.port,
+            timeout=self.timeout,
+        )
+
+    def _connect(self) -> Deferred[IProtocol]:
+        """
+        Start connecting to the backend.
+
+        @return: The endpoint's connection L{Deferred}.
+        """
+        return self._endpoint().connect(Factory.forProtocol(_CloseAtOnce))
+
+    def probe(self) -> Deferred[ProbeResult]:
+        """
+        Connect once and close the connection at once.
+
+        @return: A L{Deferred} firing with a L{ProbeResult}; never errbacks.
+        """
+        started = self.clock.seconds()
+        timeout = self.timeout
+        d: Deferred[IProtocol] = maybeDeferred(self._connect)
+        d.addTimeout(timeout, self.clock, _timedOut)
+
+        def connected(protocol: IProtocol) -> ProbeResult:
+            return ProbeResult(True, "connected", self.clock.seconds() - started)
+
+        def failed(reason: Failure) -> ProbeResult:
+            return ProbeResult(
+                False,
+                _describeFailure(reason, timeout),
+                self.clock.seconds() - started,
+            )
+
+        return d.addCallback(connected).addErrback(failed)
+
+
+class HealthCheck(Service):
+    """
+    Probe one backend every C{interval} seconds while running.
+
+    The first probe starts as soon as the service starts. A tick that comes
+    while the previous probe is still pending is skipped, so a stuck probe
+    never piles up work and never delays any other check (the looping call
+    never waits for a probe). Results go to C{onResult}; an exception raised
+    there is logged and the checks go on.
+
+    @ivar probe: The probe run on every tick.
+    @ivar interval: Seconds between ticks.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        probe: IHealthProbe,
+        interval: float,
+        onResult: Callable[[ProbeResult], None],
+    ) -> None:
+        """
+        @param clock: Schedules the ticks.
+        @param probe: Checks the backend once per tick.
+        @param interval: Seconds between the starts of two ticks.
+        @param onResult: Called with every L{ProbeResult} while running.
+        """
+        self.clock = clock
+        self.probe = probe
+        self.interval = interval
+        self.onResult = onResult
+        self._loop: LoopingCall | None = None
+        self._pending: Deferred[ProbeResult] | None = None
+
+    def __repr__(self) -> str:
+        """
+        @return: A description naming the probe and the interval.
+        """
+        return f"<HealthCheck {self.probe!r} every {self.interval}s>"
+
+    @property
+    def pending(self) -> bool:
+        """
+        Whether a probe is in progress.
+        """
+        return self._pending is not None
+
+    def startService(self) -> None:
+        """
+        Start probing: once now, then every C{interval} seconds.
+        """
+        super().startService()
+        loop = self._loop = LoopingCall(self._tick)
+        loop.clock = self.clock
+        loop.start(self.interval, now=True).addErrback(
+            lambda reason: _log.failure(
+                "health check loop {check!r} failed", reason, check=self
+            )
+        )
+
+    def stopService(self) -> None:
+        """
+        Stop probing and cancel a pending probe; its result is not reported.
+        """
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+
+    def _tick(self) -> None:
+        """
+        Start a probe unless one is pending. Never raises and never returns
+        the probe's L{Deferred}, so the loop never waits for a probe.
+        """
+        if self._pending is not None:
+            _log.debug(
+                "health probe {probe!r} still pending; skipping this tick",
+                probe=self.probe,
+            )
+            return
+        started = self.clock.seconds()
+        try:
+            d = self.probe.probe()
+        except Exception:
+            reason = Failure()
+            _log.failure("health probe {probe!r} raised", reason, probe=self.probe)
+            self._report(
+                ProbeResult(
+                    False,
+                    _describeFailure(reason, 0.0),
+                    self.clock.seconds() - started,
+                )
+            )
+            return
+        self._pending = d
+        d.addBoth(self._probeDone, d, started)
+
+    def _probeDone(
+        self,
+        result: ProbeResult | Failure,
+        d: Deferred[ProbeResult],
+        started: float,
+    ) -> None:
+        """
+        A probe finished: forget it and report its result.
+
+        @param result: The probe's result or, if the probe broke its
+            contract, a failure (logged and reported as a failed result).
+        @param d: The probe's L{Deferred}.
+        @param started: When the probe started.
+        """
+        if self._pending is d:
+            self._pending = None
+        if not self.running:
+            return None
+        if isinstance(result, Failure):
+            _log.failure("health probe {probe!r} failed", result, probe=self.probe)
+            result = ProbeResult(
+                False,
+                _describeFailure(result, 0.0),
+                self.clock.seconds() - started,
+            )
+        self._report(result)
+        return None
+
+    def _report(self, result: ProbeResult) -> None:
+        """
+        Hand C{result} to C{onResult}, logging anything it raises.
+
+        @param result: The result of a probe.
+        """
+        try:
+            self.onResult(result)
+        except Exception:
+            _log.failure(
+                "health check result handler failed for {probe!r} ({detail})",
+                probe=self.probe,
+                detail=result.detail,
+            )
+
+
+def probeFor(
+    reactor: IReactorTCP,
+    agent: IAgent,
+    pool: PoolConfig,
+    backend: BackendConfig,
+) -> IHealthProbe | None:
+    """
+    Build the probe a pool's health settings ask for.
+
+    @param reactor: Connects TCP probes and is the clock of every probe; it
+        must provide L{IReactorTCP} and L{IReactorTime}.
+    @param agent: Sends HTTP probes (see L{HTTPProbe}).
+    @param pool: The pool, whose C{health} section chooses the check.
+    @param backend: The backend to probe.
+    @return: An L{HTTPProbe} of C{http://{address}{path}} with C{Host} set
+        to the backend's address, a L{TCPProbe}, or C{None} when the check is
+        C{"none"}.
+    @raise ValueError: For an unknown check kind.
+    """
+    health = pool.health
+    if health.check == "none":
+        return None
+    clock = IReactorTime(reactor)
+    if health.check == "http":
+        address = backend.address
+        url = f"http://{address}{health.path}".encode("ascii")
+        return HTTPProbe(agent, url, health, clock, host=address.encode("ascii"))
+    if health.check == "tcp":
+        return TCPProbe(reactor, backend.host, backend.port, health.timeout, clock)
+    raise ValueError(f"unknown health check {health.check!r}")
+
+
+def healthAgent(reactor: IReactorTCP) -> IAgent:
+    """
+    Make the agent HTTP probes use in production.
+
+    Its pool is not persistent: every probe opens its own connection and
+    sends C{Connection: close}, so a check measures whether the backend
+    accepts new connections and never holds idle ones.
+
+    @param reactor: Connects to the backends; it must also provide
+        L{IReactorTime}.
+    @return: A L{twisted.web.client.Agent}.
+    """
+    pool = UpstreamConnectionPool(reactor, maxIdle=0, idleTimeout=1.0)
+    return Agent(reactor, pool=pool)

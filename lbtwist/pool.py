@@ -1,0 +1,66 @@
+# -*- test-case-name: tests.test_pool -*-
+"""
+A pool of backends: the only owner of "which backend gets this request".
+"""
+
+from __future__ import annotations
+
+from typing import Collection
+
+from lbtwist.backend import Backend
+from lbtwist.config import PoolConfig
+from lbtwist.strategies import STRATEGIES, IStrategy
+
+__all__ = ["BackendPool"]
+
+
+class BackendPool:
+    """
+    A named group of backends and the only owner of "which backend now".
+
+    @ivar config: The pool's configuration.
+    @ivar name: The pool's name.
+    @ivar backends: Its backends, in configuration order.
+    @ivar strategy: The strategy that chooses among them.
+    """
+
+    def __init__(self, config: PoolConfig) -> None:
+        """
+        Build the backends and the strategy named by the configuration.
+
+        @param config: The pool's configuration.
+        """
+        self.config = config
+        self.name = config.name
+        self.backends = [
+            Backend(backend, config.name, config.health, config.passive_cooldown)
+            for backend in config.backends
+        ]
+        self.strategy: IStrategy = STRATEGIES[config.strategy]()
+        self._byName = {backend.name: backend for backend in self.backends}
+
+    def choose(self, now: float, exclude: Collection[Backend] = ()) -> Backend | None:
+        """
+        Choose the backend for the next request.
+
+        @param now: The current time.
+        @param exclude: Backends not to choose, e.g. those this request has
+            already failed on.
+        @return: An available backend not in C{exclude}, or L{None} if there
+            is none.
+        """
+
+        def eligible(backend: Backend) -> bool:
+            return backend not in exclude and backend.available(now)
+
+        return self.strategy.pick(self.backends, eligible)
+
+    def backend(self, name: str) -> Backend:
+        """
+        Find a backend by name.
+
+        @param name: The backend's name.
+        @return: The backend.
+        @raise KeyError: If the pool has no backend of that name.
+        """
+        return self._byName[name]

@@ -1,0 +1,116 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The C{twistd lbtwist} plugin: command-line options and C{makeService}.
+
+Three ways to start, one of them at a time::
+
+    twistd -n lbtwist --config lbtwist.toml
+    twistd -n lbtwist --listen tcp:8080 --backend http://127.0.0.1:9001 ...
+    twistd -n lbtwist --demo
+
+The configuration is read and validated in L{Options.postOptions}, so a bad
+file stops twistd with a clear message before anything is bound.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from lbtwist.config import Config, ConfigError, configFromOptions, loadConfig
+from lbtwist.demo import demoConfig, demoServices
+
+
+class Options(usage.Options):
+    """
+    Options of C{twistd lbtwist}.
+    """
+
+    synopsis = "[--config FILE | --listen DESC ... --backend URL ... | --demo]"
+    longdesc = (
+        "An HTTP load balancer and reverse proxy. Give a TOML configuration "
+        "file, or the quick form with --listen and --backend (both repeat), "
+        "or --demo for three built-in backends behind 127.0.0.1:8080."
+    )
+
+    optFlags = [
+        ["demo", None, "Run three demo backends on 127.0.0.1:9001-9003 behind "
+         "a balancer on 127.0.0.1:8080."],
+    ]
+    optParameters = [
+        ["config", "c", None, "The TOML configuration file."],
+        ["strategy", None, "round-robin",
+         "Quick form: round-robin, weighted-round-robin or least-connections."],
+        ["health-path", None, None,
+         "Quick form: HTTP health check path (default: a TCP connect check)."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["backend"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """
+        Quick form: a Twisted server endpoint to listen on (repeatable;
+        default tcp:8080).
+        """
+        self["listen"].append(description)
+
+    def opt_backend(self, url: str) -> None:
+        """
+        Quick form: a backend URL, optionally with ",weight=N" and
+        ",name=NAME" (repeatable).
+        """
+        self["backend"].append(url)
+
+    def postOptions(self) -> None:
+        """
+        Read and validate the configuration.
+
+        @raise usage.UsageError: With the configuration error's message.
+        """
+        quick = bool(self["listen"] or self["backend"] or self["health-path"])
+        chosen = [bool(self["config"]), quick, bool(self["demo"])]
+        if sum(chosen) > 1:
+            raise usage.UsageError(
+                "use one of --config, the quick form (--listen/--backend) or --demo"
+            )
+        try:
+            self["parsed"] = self._configuration()
+        except ConfigError as e:
+            raise usage.UsageError(str(e))
+
+    def _configuration(self) -> Config:
+        if self["config"]:
+            return loadConfig(self["config"])
+        if self["demo"]:
+            return demoConfig()
+        if not self["backend"]:
+            raise usage.UsageError(
+                "no configuration: give --config FILE, --backend URL or --demo"
+            )
+        return configFromOptions(
+            self["listen"],
+            self["backend"],
+            strategy=self["strategy"],
+            healthPath=self["health-path"],
+        )
+
+
+def makeService(options: Options) -> IService:
+    """
+    Build lbtwist's service tree from parsed options.
+
+    @param options: Parsed L{Options}.
+    """
+    from twisted.internet import reactor
+
+    from lbtwist.service import makeService as serviceFor
+
+    root = serviceFor(options["parsed"], reactor)
+    if options["demo"]:
+        for demo in demoServices(reactor):
+            demo.setServiceParent(root)
+    return root
+

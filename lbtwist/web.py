@@ -1,0 +1,692 @@
+# -*- test-case-name: tests.test_web -*-
+"""
+The HTTP (L7) proxy: a twisted.web L{ProxySite} whose root is a
+L{PoolResource}, which asks its L{BackendPool} for a backend and delegates to
+that backend's L{ReverseProxyResource}; that one forwards through Twisted's
+L{Agent} and a persistent connection pool and relays the response with
+backpressure.
+
+Which failures are retried (proxy-rules.md, "Failure handling"):
+
+  - the connection could not be made (refused, connect timeout, name
+    resolution): any method, on another backend;
+  - the request was sent but no complete response head came back (reset,
+    close, invalid response, response timeout): only idempotent methods,
+    on another backend;
+  - never once the response head has been relayed to the client.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Callable, Iterable, cast
+
+from twisted.internet import error as ierror
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
+from twisted.internet.interfaces import IPushProducer, ITCPTransport
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import server
+from twisted.web._newclient import RequestNotSent, ResponseDone, ResponseFailed
+from twisted.web.client import Agent
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IResponse
+from twisted.web.resource import Resource
+
+from lbtwist.backend import Backend, logStateChange
+from lbtwist.channel import ProxyChannel, connectionTokens, errorBody
+from lbtwist.config import FrontendConfig, PoolConfig
+from lbtwist.pool import BackendPool
+from lbtwist.upstream import (
+    RESPONSE_HOP_BY_HOP,
+    BackendEndpoints,
+    SpooledBody,
+    UpstreamConnectionPool,
+)
+
+_log = Logger()
+
+IDEMPOTENT_METHODS = frozenset(
+    {b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"}
+)
+
+# Request fields that are about the client's connection to lbtwist.
+REQUEST_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy",
+        b"trailer",
+        b"expect",
+        b"content-length",
+    }
+)
+
+_NEVER_REMOVED_BY_CONNECTION = frozenset({b"host"})
+
+_VIA = b"1.1 lbtwist"
+
+_CONNECT_FAILURES = (
+    ierror.ConnectError,
+    ierror.DNSLookupError,
+)
+
+
+def _isIdempotent(method: bytes) -> bool:
+    return method in IDEMPOTENT_METHODS
+
+
+class UpstreamAttemptFailed(Exception):
+    """
+    One attempt to forward a request to one backend failed before any of the
+    response reached the client.
+
+    @ivar reason: A short reason for logs (C{"connection refused"}).
+    @ivar sent: Whether the request may have reached the backend.
+    @ivar timedOut: Whether it failed by a timeout (504) rather than a
+        connection or protocol failure (502).
+    """
+
+    def __init__(self, reason: str, sent: bool, timedOut: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.sent = sent
+        self.timedOut = timedOut
+
+
+def classifyFailure(failure: Failure) -> UpstreamAttemptFailed:
+    """
+    Turn the failure of an L{Agent} request into an L{UpstreamAttemptFailed}.
+
+    @param failure: The failure from C{Agent.request}, possibly after a
+        response timeout.
+    """
+    if failure.check(RequestNotSent):
+        return UpstreamAttemptFailed("request not sent", sent=False, timedOut=False)
+    if failure.check(ierror.ConnectingCancelledError, ierror.TimeoutError):
+        return UpstreamAttemptFailed("connect timeout", sent=False, timedOut=True)
+    if failure.check(ierror.ConnectionRefusedError):
+        return UpstreamAttemptFailed("connection refused", sent=False, timedOut=False)
+    if failure.check(*_CONNECT_FAILURES):
+        return UpstreamAttemptFailed(
+            "cannot connect: %s" % (failure.getErrorMessage(),),
+            sent=False,
+            timedOut=False,
+        )
+    if failure.check(DeferredTimeoutError, CancelledError):
+        return UpstreamAttemptFailed("response timeout", sent=True, timedOut=True)
+    if isinstance(failure.value, ResponseFailed):
+        reasons: list[Failure] = failure.value.reasons
+        if any(f.check(DeferredTimeoutError, CancelledError) for f in reasons):
+            return UpstreamAttemptFailed(
+                "response timeout", sent=True, timedOut=True
+            )
+        invalid = [
+            f for f in reasons if not f.check(ierror.ConnectionDone, ierror.ConnectionLost)
+        ]
+        if invalid:
+            return UpstreamAttemptFailed(
+                "invalid response: %s" % (invalid[0].getErrorMessage(),),
+                sent=True,
+                timedOut=False,
+            )
+    return UpstreamAttemptFailed(
+        "connection lost before the response", sent=True, timedOut=False
+    )
+
+
+def _trusted(address: str, networks: Iterable[Any]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def upstreamHeaders(
+    request: server.Request,
+    frontend: FrontendConfig,
+    trustedNetworks: tuple[Any, ...],
+    hostOverride: bytes | None,
+) -> Headers:
+    """
+    The header fields sent upstream for C{request}: hop-by-hop fields
+    removed, forwarding fields added, everything else kept in order with all
+    its values.
+
+    @param request: The client's request.
+    @param frontend: The frontend it arrived on.
+    @param trustedNetworks: Networks whose forwarding fields are kept.
+    @param hostOverride: A C{Host} to send instead of the client's.
+    """
+    incoming = request.requestHeaders
+    drop = REQUEST_HOP_BY_HOP | (
+        connectionTokens(incoming) - _NEVER_REMOVED_BY_CONNECTION
+    )
+    peer = request.getClientAddress()
+    clientIP = getattr(peer, "host", None) or "unknown"
+    trusted = bool(trustedNetworks) and _trusted(clientIP, trustedNetworks)
+    forwardingFields = (
+        frozenset()
+        if trusted
+        else frozenset(
+            {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"}
+        )
+    )
+    headers = Headers()
+    for name, values in incoming.getAllRawHeaders():
+        lowered = name.lower()
+        if lowered in drop or lowered in forwardingFields:
+            continue
+        headers.setRawHeaders(name, list(values))
+    client = clientIP.encode("ascii")
+    host = (incoming.getRawHeaders(b"host") or [b""])[0]
+    proto = b"https" if request.isSecure() else b"http"
+    previous = headers.getRawHeaders(b"x-forwarded-for")
+    headers.setRawHeaders(
+        b"x-forwarded-for",
+        [b", ".join([*previous, client]) if previous else client],
+    )
+    if not headers.hasHeader(b"x-forwarded-proto"):
+        headers.setRawHeaders(b"x-forwarded-proto", [proto])
+    if host and not headers.hasHeader(b"x-forwarded-host"):
+        headers.setRawHeaders(b"x-forwarded-host", [host])
+    if frontend.add_forwarded:
+        node = b'"[%s]"' % (client,) if b":" in client else client
+        element = b"for=%s;proto=%s" % (node, proto)
+        if host:
+            element += b';host="%s"' % (host,)
+        headers.addRawHeader(b"forwarded", element)
+    headers.addRawHeader(b"via", _VIA)
+    if hostOverride is not None:
+        headers.setRawHeaders(b"host", [hostOverride])
+    return headers
+
+
+def respondWithError(request: server.Request, code: int) -> None:
+    """
+    Finish C{request} with one of lbtwist's short plain-text error pages.
+
+    @param request: A request whose response has not started.
+    @param code: 502, 503 or 504.
+    """
+    phrase, body = errorBody(code)
+    request.setResponseCode(code, phrase)
+    headers = Headers()
+    headers.setRawHeaders(b"content-type", [b"text/plain; charset=utf-8"])
+    headers.setRawHeaders(b"content-length", [b"%d" % (len(body),)])
+    for value in request.responseHeaders.getRawHeaders(b"connection", ()):
+        headers.addRawHeader(b"connection", value)
+    request.responseHeaders = headers
+    request.write(body)
+    request.finish()
+
+
+class _ResponseRelay(Protocol):
+    """
+    Relays a response body from the backend to the client, as a producer
+    registered with the client's connection: a client that reads slowly
+    pauses reading from the backend.
+
+    A body that ends early (fewer bytes than its C{Content-Length}, or
+    chunked without the last chunk) aborts the client's connection so that
+    the client sees the truncation.
+    """
+
+    def __init__(
+        self,
+        request: server.Request,
+        backend: str,
+        finished: Callable[[Failure | None], None],
+    ) -> None:
+        self._request = request
+        self._backend = backend
+        self._finished = finished
+        self.done = False
+        self.clientGone = False
+
+    def producer(self) -> IPushProducer:
+        """
+        The backend connection's producer this relay is connected to.
+        """
+        return cast(IPushProducer, self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.clientGone:
+            self._request.write(data)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self.done = True
+        request = self._request
+        if self.clientGone:
+            self._finished(reason)
+            return
+        request.unregisterProducer()
+        if reason.check(ResponseDone, PotentialDataLoss):
+            request.finish()
+            self._finished(None)
+        else:
+            _log.info(
+                "response from {backend} was cut short; aborting the client connection",
+                backend=self._backend,
+            )
+            transport = request.channel.transport
+            if transport is not None:
+                cast(ITCPTransport, transport).abortConnection()
+            self._finished(reason)
+
+
+class ReverseProxyResource(Resource):
+    """
+    Forwards requests to one backend and relays its responses.
+
+    Used by L{PoolResource}, which picks the backend and retries; it can
+    also serve as the root of a L{ProxySite} on its own.
+
+    @ivar backend: The backend's runtime state.
+    """
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        reactor: Any,
+        backend: Backend,
+        pool: PoolConfig,
+        agent: IAgent,
+    ) -> None:
+        """
+        @param reactor: Provides the clock for the response timeout.
+        @param backend: The backend.
+        @param pool: The settings of the backend's pool.
+        @param agent: The agent forwarding requests (connection pooling).
+        """
+        super().__init__()
+        self._reactor = reactor
+        self.backend = backend
+        self._pool = pool
+        self._agent = agent
+        self._base = b"http://" + backend.address.encode("ascii")
+        self._hostOverride = (
+            backend.address.encode("ascii") if pool.rewrite_host else None
+        )
+
+    def forward(
+        self, request: server.Request, headers: Headers
+    ) -> Deferred[IResponse]:
+        """
+        Send C{request} to the backend.
+
+        @param request: The client's request (its body fully received).
+        @param headers: The header fields to send.
+        @return: A L{Deferred} firing with the response once its head has
+            arrived, or failing with L{UpstreamAttemptFailed}.
+        """
+        if self._hostOverride is not None:
+            headers = headers.copy()
+            headers.setRawHeaders(b"host", [self._hostOverride])
+        body = _requestBody(request)
+        d = self._agent.request(request.method, self._base + request.uri, headers, body)
+        d.addTimeout(self._pool.response_timeout, self._reactor)
+
+        def failed(failure: Failure) -> Failure:
+            return Failure(classifyFailure(failure))
+
+        d.addErrback(failed)
+        return d
+
+    def render(self, request: ProxyRequest) -> Any:
+        """
+        Forward C{request} to this backend alone (no retries).
+        """
+        _Attempts(self._reactor, request, self._only, 0).start()
+        return server.NOT_DONE_YET
+
+    def _only(self, tried: list[Backend]) -> ReverseProxyResource | None:
+        return None if tried else self
+
+
+def _requestBody(request: server.Request) -> SpooledBody | None:
+    content = request.content
+    if content is None:
+        return None
+    content.seek(0, 2)
+    length = content.tell()
+    if length == 0 and not (
+        request.requestHeaders.hasHeader(b"content-length")
+        or request.requestHeaders.hasHeader(b"transfer-encoding")
+    ):
+        return None
+    return SpooledBody(content, length)
+
+
+class _Attempts:
+    """
+    Forwards one client request, trying further backends while the rules
+    allow, then relays the response or answers 502, 503 or 504.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        request: ProxyRequest,
+        choose: Callable[[list[Backend]], ReverseProxyResource | None],
+        retries: int,
+    ) -> None:
+        """
+        @param reactor: The clock.
+        @param request: The client's request.
+        @param choose: Given the backends already tried, the next backend's
+            resource, or L{None} if there is none.
+        @param retries: Attempts allowed after the first.
+        """
+        self._reactor = reactor
+        self._request = request
+        self._choose = choose
+        self._retries = retries
+        self._tried: list[Backend] = []
+        self._pending: Deferred[IResponse] | None = None
+        self._relay: _ResponseRelay | None = None
+        self._clientGone = False
+        self._lastFailure: UpstreamAttemptFailed | None = None
+        site = request.channel.site
+        self._headers = upstreamHeaders(
+            request, site.frontend, site.trustedNetworks, None
+        )
+        request.notifyFinish().addErrback(self._clientLost)
+
+    def start(self) -> None:
+        """
+        Make the next attempt, or answer with an error when none is left.
+        """
+        if self._clientGone:
+            return
+        proxy = self._choose(self._tried)
+        if proxy is None:
+            self._giveUp()
+            return
+        backend = proxy.backend
+        self._tried.append(backend)
+        backend.active += 1
+        backend.requests += 1
+        d = proxy.forward(self._request, self._headers)
+        self._pending = d
+        d.addCallbacks(
+            self._responded, self._failed, callbackArgs=(backend,), errbackArgs=(backend,)
+        )
+
+    def _giveUp(self) -> None:
+        last = self._lastFailure
+        if last is None:
+            code = 503
+        else:
+            code = 504 if last.timedOut else 502
+        _log.info(
+            "{method} {target}: answering {code} after {attempts} attempt(s){why}",
+            method=self._request.method.decode("ascii", "replace"),
+            target=self._request.uri.decode("ascii", "replace"),
+            code=code,
+            attempts=len(self._tried),
+            why=": %s" % (last.reason,) if last is not None else ": no backend available",
+        )
+        respondWithError(self._request, code)
+
+    def _failed(self, failure: Failure, backend: Backend) -> None:
+        self._pending = None
+        backend.active -= 1
+        if self._clientGone:
+            # Cancelled because the client went away: not the backend's fault.
+            return
+        problem = failure.value
+        if not isinstance(problem, UpstreamAttemptFailed):
+            problem = classifyFailure(failure)
+        self._lastFailure = problem
+        change = backend.requestFailed(problem.reason, self._reactor.seconds())
+        if change is not None:
+            logStateChange(change)
+        retryable = not problem.sent or _isIdempotent(self._request.method)
+        if retryable and len(self._tried) <= self._retries:
+            _log.info(
+                "retrying {method} {target} after {backend}: {reason}",
+                method=self._request.method.decode("ascii", "replace"),
+                target=self._request.uri.decode("ascii", "replace"),
+                backend=backend.address,
+                reason=problem.reason,
+            )
+            self.start()
+        else:
+            self._giveUp()
+
+    def _responded(self, response: IResponse, backend: Backend) -> None:
+        self._pending = None
+        change = backend.requestSucceeded(self._reactor.seconds())
+        if change is not None:
+            logStateChange(change)
+        request = self._request
+        if self._clientGone:
+            backend.active -= 1
+            response.deliverBody(_Discard())
+            return
+        request.setResponseCode(response.code, response.phrase)
+        headers = Headers()
+        for name, values in response.headers.getAllRawHeaders():
+            if name.lower() not in RESPONSE_HOP_BY_HOP:
+                headers.setRawHeaders(name, list(values))
+        headers.addRawHeader(b"via", _VIA)
+        if (
+            response.length is not UNKNOWN_LENGTH
+            and request.method != b"HEAD"
+            and response.code not in (204, 304)
+        ):
+            headers.setRawHeaders(b"content-length", [b"%d" % (response.length,)])
+        if not request.channel.persistent:
+            headers.setRawHeaders(b"connection", [b"close"])
+        request.responseHeaders = headers
+
+        def finished(reason: Failure | None) -> None:
+            backend.active -= 1
+
+        relay = _ResponseRelay(request, backend.address, finished)
+        self._relay = relay
+        response.deliverBody(relay)
+        if not relay.done and not self._clientGone:
+            producer = relay.producer()
+            request.registerProducer(producer, True)
+            if request.channel._waitingForTransport:
+                producer.pauseProducing()
+
+    def _clientLost(self, failure: Failure) -> None:
+        self._clientGone = True
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.cancel()
+        relay = self._relay
+        if relay is not None and not relay.done:
+            relay.clientGone = True
+            relay.producer().stopProducing()
+
+
+class _Discard(Protocol):
+    """
+    Reads and drops a response body nobody wants any more.
+    """
+
+    def connectionMade(self) -> None:
+        cast(IPushProducer, self.transport).stopProducing()
+
+
+class PoolResource(Resource):
+    """
+    The root resource of a frontend: chooses a backend of its
+    L{BackendPool} for each request and delegates to that backend's
+    L{ReverseProxyResource}, retrying on others as the rules allow.
+
+    @ivar pool: The pool.
+    @ivar proxies: The L{ReverseProxyResource} of each backend, by name.
+    """
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        reactor: Any,
+        pool: BackendPool,
+        agent: IAgent,
+    ) -> None:
+        """
+        @param reactor: The reactor (clock for timeouts and health state).
+        @param pool: The pool.
+        @param agent: The agent shared by the pool's backends.
+        """
+        super().__init__()
+        self._reactor = reactor
+        self.pool = pool
+        self.proxies = {
+            backend.name: ReverseProxyResource(reactor, backend, pool.config, agent)
+            for backend in pool.backends
+        }
+
+    def render(self, request: ProxyRequest) -> Any:
+        """
+        Forward C{request} to a backend of the pool.
+        """
+        _Attempts(
+            self._reactor, request, self._choose, self.pool.config.retries
+        ).start()
+        return server.NOT_DONE_YET
+
+    def _choose(self, tried: list[Backend]) -> ReverseProxyResource | None:
+        backend = self.pool.choose(self._reactor.seconds(), exclude=tried)
+        return None if backend is None else self.proxies[backend.name]
+
+
+def makeAgent(reactor: Any, pool: PoolConfig) -> tuple[Agent, UpstreamConnectionPool]:
+    """
+    An L{Agent} for a pool's backends with its own keep-alive connection
+    pool.
+
+    @param reactor: The reactor.
+    @param pool: The pool's settings.
+    @return: The agent and its connection pool (close its cached
+        connections on shutdown).
+    """
+    connections = UpstreamConnectionPool(
+        reactor, pool.max_idle_connections, pool.idle_connection_timeout
+    )
+    agent = Agent.usingEndpointFactory(
+        reactor, BackendEndpoints(reactor, pool.connect_timeout), pool=connections
+    )
+    return agent, connections
+
+
+class ProxyRequest(server.Request):
+    """
+    A request on a frontend: no form parsing, no default content type, and
+    straight to the site's root resource (no traversal).
+    """
+
+    defaultContentType = None
+    channel: ProxyChannel
+
+    def handleContentChunk(self, data: bytes) -> None:
+        """
+        Spool body bytes while they are within the body limit.
+        """
+        if self.channel.bodyChunkReceived(len(data)):
+            super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        """
+        Record the request line and process it (Twisted's version would also
+        parse form bodies, which a proxy must not touch).
+        """
+        assert self.content is not None
+        self.content.seek(0, 0)
+        self.args = {}
+        self.method, self.uri = command, path
+        self.clientproto = version
+        self.path = path.split(b"?", 1)[0]
+        self.process()
+
+    def process(self) -> None:
+        """
+        Hand the request to the site's root resource.
+        """
+        self.site = self.channel.site
+        self.prepath = []
+        self.postpath = []
+        try:
+            self.render(self.site.resource)
+        except BaseException:
+            self.processingFailed(Failure())
+
+    def processingFailed(self, reason: Failure) -> None:
+        """
+        Log an unexpected error and answer 502 without details.
+        """
+        _log.failure("error while proxying {uri}", reason, uri=self.uri)
+        if not self.startedWriting and not self.finished and not self._disconnected:
+            respondWithError(self, 502)
+
+
+class ProxySite(server.Site):
+    """
+    The twisted.web site of one HTTP frontend.
+
+    @ivar frontend: The frontend's settings.
+    @ivar trustedNetworks: Networks whose forwarding fields are trusted.
+    """
+
+    requestFactory = ProxyRequest
+    noisy = False
+
+    def __init__(
+        self,
+        resource: Resource,
+        frontend: FrontendConfig,
+        maxBodySize: int,
+        reactor: Any,
+    ) -> None:
+        """
+        @param resource: The root resource (a L{PoolResource}).
+        @param frontend: The frontend's settings.
+        @param maxBodySize: The request body limit of the frontend's pool.
+        @param reactor: The reactor.
+        """
+        super().__init__(resource, timeout=frontend.idle_timeout, reactor=reactor)
+        self.frontend = frontend
+        self.maxBodySize = maxBodySize
+        self.trustedNetworks = tuple(
+            ipaddress.ip_network(n, strict=False) for n in frontend.trusted_proxies
+        )
+
+    def buildProtocol(self, addr: Any) -> ProxyChannel:  # type: ignore[override]
+        """
+        Build a L{ProxyChannel} with this frontend's limits.
+        """
+        channel = ProxyChannel(
+            headerTimeout=self.frontend.header_timeout,
+            maxHeaderSize=self.frontend.max_header_size,
+            maxTargetLength=self.frontend.max_target_length,
+            maxBodySize=self.maxBodySize,
+        )
+        channel.factory = self
+        channel.site = self
+        channel.requestFactory = self.requestFactory
+        # As HTTPFactory.buildProtocol does: timeouts on this site's reactor.
+        channel.callLater = self.reactor.callLater  # type: ignore[method-assign,assignment]
+        channel.timeOut = self.timeOut  # type: ignore[assignment]
+        return channel
+
+    def log(self, request: Any) -> None:
+        """
+        No access log yet.
+        """

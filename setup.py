@@ -1,0 +1,32 @@
+"""
+Packaging for lbtwist: a load balancer and reverse proxy on Twisted.
+"""
+
+from setuptools import setup
+
+setup(
+    name="lbtwist",
+    version="0.1.0.dev0",
+    description="An HTTP load balancer and reverse proxy written in Python on Twisted",
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    license="MIT",
+    python_requires=">=3.11",
+    packages=["lbtwist", "twisted.plugins"],
+    package_data={"twisted": ["plugins/lbtwist_plugin.py"]},
+    install_requires=[
+        "twisted[tls]>=26.10.0",
+        "attrs>=23.1.0",
+        "zope.interface>=6.0",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "treq>=24.9.1"],
+        "dev": ["mypy", "mypy-zope", "black", "isort", "towncrier"],
+    },
+    entry_points={"console_scripts": []},
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Topic :: Internet :: Proxy Servers",
+    ],
+)

@@ -1,0 +1,441 @@
+# -*- test-case-name: tests.test_backend -*-
+"""
+Tests for L{lbtwist.backend}.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel, formatEvent
+from twisted.trial.unittest import SynchronousTestCase
+
+from lbtwist.backend import Backend, BackendState, StateChange, logStateChange
+from lbtwist.config import BackendConfig, HealthCheckConfig
+
+UP = BackendState.UP
+DOWN = BackendState.DOWN
+DRAINING = BackendState.DRAINING
+DISABLED = BackendState.DISABLED
+
+
+def makeBackend(
+    check: str = "http", rise: int = 2, fall: int = 3, cooldown: float = 10.0
+) -> Backend:
+    """
+    Make a backend C{a} at 127.0.0.1:9001 in pool C{app}.
+
+    @param check: The kind of active health check.
+    @param rise: Consecutive successes needed to go up.
+    @param fall: Consecutive failures needed to go down.
+    @param cooldown: Seconds a passively failed backend is skipped.
+    @return: The backend.
+    """
+    config = BackendConfig(
+        url="http://127.0.0.1:9001",
+        scheme="http",
+        host="127.0.0.1",
+        port=9001,
+        name="a",
+        weight=5,
+    )
+    health = HealthCheckConfig(check=check, rise=rise, fall=fall)
+    return Backend(config, "app", health, cooldown)
+
+
+def change(old: BackendState, new: BackendState, reason: str) -> StateChange:
+    """
+    Make the state change expected of the backend made by L{makeBackend}.
+
+    @param old: The state before.
+    @param new: The state after.
+    @param reason: Why.
+    @return: The change.
+    """
+    return StateChange(
+        pool="app",
+        backend="a",
+        address="127.0.0.1:9001",
+        old=old,
+        new=new,
+        reason=reason,
+    )
+
+
+def upBackend(rise: int = 2, fall: int = 3, cooldown: float = 10.0) -> Backend:
+    """
+    Make a backend with active HTTP checks and bring it up with one passed
+    check.
+
+    @param rise: Consecutive successes needed to go up.
+    @param fall: Consecutive failures needed to go down.
+    @param cooldown: Seconds a passively failed backend is skipped.
+    @return: The backend, up.
+    """
+    backend = makeBackend("http", rise, fall, cooldown)
+    backend.checkResult(True, "HTTP 200", 0.0)
+    return backend
+
+
+class BackendAttributesTests(SynchronousTestCase):
+    """
+    Tests for the attributes of a new L{Backend}.
+    """
+
+    def test_copiesConfig(self) -> None:
+        """
+        Name, address and weight come from the configuration, the counters
+        start at zero.
+        """
+        backend = makeBackend()
+        self.assertEqual(
+            (backend.pool, backend.name, backend.address, backend.weight),
+            ("app", "a", "127.0.0.1:9001", 5),
+        )
+        self.assertEqual(
+            (backend.active, backend.requests, backend.failures), (0, 0, 0)
+        )
+        self.assertEqual(
+            (backend.lastCheckOk, backend.lastCheckDetail, backend.lastCheckAt),
+            (None, "", None),
+        )
+
+    def test_startsDownWaitingForFirstCheck(self) -> None:
+        """
+        With active checks, a backend starts down until its first check.
+        """
+        for check in ["http", "tcp"]:
+            with self.subTest(check=check):
+                backend = makeBackend(check=check)
+                self.assertIs(backend.state, DOWN)
+                self.assertEqual(backend.reason, "waiting for first health check")
+                self.assertFalse(backend.available(1000.0))
+
+    def test_startsUpWithoutChecks(self) -> None:
+        """
+        Without active checks, a backend starts up and available.
+        """
+        backend = makeBackend(check="none")
+        self.assertIs(backend.state, UP)
+        self.assertIsNone(backend.downSince)
+        self.assertTrue(backend.available(0.0))
+
+
+class ActiveCheckTests(SynchronousTestCase):
+    """
+    Tests for L{Backend.checkResult}.
+    """
+
+    def test_firstPassedCheckBringsUp(self) -> None:
+        """
+        The first passed check brings a new backend up at once, whatever
+        C{rise} is.
+        """
+        backend = makeBackend(rise=5)
+        self.assertEqual(
+            backend.checkResult(True, "HTTP 200", 1.0),
+            change(DOWN, UP, "first health check passed (HTTP 200)"),
+        )
+        self.assertTrue(backend.available(1.0))
+
+    def test_firstPassedCheckAfterFailuresBringsUp(self) -> None:
+        """
+        Failed checks before the first passed one do not delay it.
+        """
+        backend = makeBackend(rise=3)
+        for now in [1.0, 2.0, 3.0, 4.0]:
+            self.assertIsNone(backend.checkResult(False, "connection refused", now))
+        self.assertEqual(
+            backend.checkResult(True, "connected", 5.0),
+            change(DOWN, UP, "first health check passed (connected)"),
+        )
+
+    def test_recordsLastCheck(self) -> None:
+        """
+        Every check result is recorded with its time.
+        """
+        backend = makeBackend()
+        backend.checkResult(True, "HTTP 200", 1.5)
+        backend.checkResult(False, "timed out after 1.0s", 3.5)
+        self.assertEqual(
+            (backend.lastCheckOk, backend.lastCheckDetail, backend.lastCheckAt),
+            (False, "timed out after 1.0s", 3.5),
+        )
+
+    def test_riseAndFall(self) -> None:
+        """
+        After the first passed check, C{fall} consecutive failures bring the
+        backend down and C{rise} consecutive successes bring it back up; a
+        result of the other kind restarts the count.
+        """
+        backend = upBackend(rise=2, fall=3)
+        results = [
+            # (ok, detail, expected state after)
+            (False, "HTTP 500", UP),
+            (False, "HTTP 500", UP),
+            (True, "HTTP 200", UP),
+            (False, "HTTP 500", UP),
+            (False, "HTTP 500", UP),
+            (False, "HTTP 500", DOWN),
+            (False, "HTTP 500", DOWN),
+            (True, "HTTP 200", DOWN),
+            (False, "HTTP 503", DOWN),
+            (True, "HTTP 200", DOWN),
+            (True, "HTTP 204", UP),
+            (True, "HTTP 200", UP),
+        ]
+        states = []
+        for now, (ok, detail, _) in enumerate(results, 1):
+            backend.checkResult(ok, detail, float(now))
+            states.append(backend.state)
+        self.assertEqual(states, [state for _, _, state in results])
+
+    def test_fallReason(self) -> None:
+        """
+        Going down reports the number of consecutive failures and the last
+        check's detail.
+        """
+        backend = upBackend(fall=3)
+        self.assertIsNone(backend.checkResult(False, "HTTP 500", 1.0))
+        self.assertIsNone(backend.checkResult(False, "HTTP 500", 2.0))
+        self.assertEqual(
+            backend.checkResult(False, "HTTP 500", 3.0),
+            change(UP, DOWN, "3 consecutive failures (HTTP 500)"),
+        )
+        self.assertEqual(backend.downSince, 3.0)
+        self.assertFalse(backend.available(3.0))
+
+    def test_riseReason(self) -> None:
+        """
+        Coming back up reports C{rise} and the last check's detail.
+        """
+        backend = upBackend(rise=2, fall=1)
+        backend.checkResult(False, "HTTP 500", 1.0)
+        self.assertIsNone(backend.checkResult(True, "HTTP 200", 2.0))
+        self.assertEqual(
+            backend.checkResult(True, "HTTP 204", 3.0),
+            change(DOWN, UP, "2 consecutive successes (HTTP 204)"),
+        )
+        self.assertIsNone(backend.downSince)
+
+    def test_riseOfOne(self) -> None:
+        """
+        With C{rise = 1} a single passed check brings the backend back up.
+        """
+        backend = upBackend(rise=1, fall=1)
+        backend.checkResult(False, "HTTP 500", 1.0)
+        self.assertEqual(
+            backend.checkResult(True, "HTTP 200", 2.0),
+            change(DOWN, UP, "1 consecutive successes (HTTP 200)"),
+        )
+
+    def test_noHalfOpenWithActiveChecks(self) -> None:
+        """
+        With active checks, a down backend stays unavailable however long it
+        has been down.
+        """
+        backend = upBackend(fall=1, cooldown=10.0)
+        backend.checkResult(False, "HTTP 500", 1.0)
+        self.assertFalse(backend.available(1000.0))
+
+    def test_drainingAndDisabledUntouchedByChecks(self) -> None:
+        """
+        Checks do not change a draining or disabled backend, which is never
+        available.
+        """
+        for state in [DRAINING, DISABLED]:
+            with self.subTest(state=state):
+                backend = upBackend(rise=1, fall=1)
+                backend.setState(state, "operator", 1.0)
+                for now, ok in enumerate([False, False, True, True, False], 2):
+                    detail = "HTTP 200" if ok else "HTTP 500"
+                    self.assertIsNone(backend.checkResult(ok, detail, float(now)))
+                    self.assertIsNone(backend.requestFailed("timed out", float(now)))
+                    self.assertIs(backend.state, state)
+                    self.assertFalse(backend.available(float(now)))
+
+
+class PassiveTests(SynchronousTestCase):
+    """
+    Tests for L{Backend.requestFailed} and L{Backend.requestSucceeded}.
+    """
+
+    def test_passiveFailuresCountTowardFall(self) -> None:
+        """
+        Failed requests and failed checks share one consecutive failure
+        count.
+        """
+        backend = upBackend(fall=3)
+        self.assertIsNone(backend.checkResult(False, "HTTP 500", 1.0))
+        self.assertIsNone(backend.requestFailed("connection refused", 1.5))
+        self.assertEqual(
+            backend.requestFailed("connection refused", 1.7),
+            change(UP, DOWN, "3 consecutive failures (connection refused)"),
+        )
+        self.assertEqual(backend.failures, 2)
+
+    def test_successfulRequestResetsFailures(self) -> None:
+        """
+        A successful request restarts the consecutive failure count.
+        """
+        backend = upBackend(fall=2)
+        backend.requestFailed("connection refused", 1.0)
+        self.assertIsNone(backend.requestSucceeded(1.1))
+        self.assertIsNone(backend.requestFailed("connection refused", 1.2))
+        self.assertIs(backend.state, UP)
+        self.assertEqual(backend.failures, 2)
+
+    def test_passiveDownNeedsRiseChecks(self) -> None:
+        """
+        A backend taken down by failed requests needs C{rise} passed checks
+        to come back, not just one.
+        """
+        backend = upBackend(rise=2, fall=2)
+        backend.checkResult(True, "HTTP 200", 1.0)
+        backend.requestFailed("timed out", 2.0)
+        backend.requestFailed("timed out", 2.1)
+        self.assertIs(backend.state, DOWN)
+        self.assertIsNone(backend.checkResult(True, "HTTP 200", 3.0))
+        self.assertIsNotNone(backend.checkResult(True, "HTTP 200", 4.0))
+        self.assertIs(backend.state, UP)
+
+    def test_successfulRequestDoesNotBringUpWithChecks(self) -> None:
+        """
+        With active checks, only checks bring a down backend up.
+        """
+        backend = upBackend(fall=1)
+        backend.requestFailed("timed out", 1.0)
+        self.assertIsNone(backend.requestSucceeded(100.0))
+        self.assertIs(backend.state, DOWN)
+
+    def test_fallWithoutChecks(self) -> None:
+        """
+        Without active checks, C{fall} failed requests take the backend down
+        for C{cooldown} seconds.
+        """
+        backend = makeBackend(check="none", fall=2, cooldown=10.0)
+        self.assertIsNone(backend.requestFailed("connection refused", 5.0))
+        self.assertEqual(
+            backend.requestFailed("connection refused", 6.0),
+            change(UP, DOWN, "2 consecutive failures (connection refused)"),
+        )
+        self.assertEqual(backend.downSince, 6.0)
+        self.assertFalse(backend.available(15.9))
+        self.assertTrue(backend.available(16.0))
+
+    def test_halfOpenSuccessBringsUp(self) -> None:
+        """
+        A request that succeeds after the cooldown brings the backend up.
+        """
+        backend = makeBackend(check="none", fall=1, cooldown=10.0)
+        backend.requestFailed("connection refused", 0.0)
+        self.assertEqual(
+            backend.requestSucceeded(12.0),
+            change(DOWN, UP, "request succeeded after cooldown"),
+        )
+        self.assertIsNone(backend.downSince)
+        self.assertTrue(backend.available(12.0))
+
+    def test_halfOpenFailureStartsNewCooldown(self) -> None:
+        """
+        A request that fails after the cooldown keeps the backend down for
+        another cooldown.
+        """
+        backend = makeBackend(check="none", fall=3, cooldown=10.0)
+        for now in [0.0, 0.1, 0.2]:
+            backend.requestFailed("connection refused", now)
+        self.assertIsNone(backend.requestFailed("connection refused", 11.0))
+        self.assertIs(backend.state, DOWN)
+        self.assertEqual(backend.downSince, 11.0)
+        self.assertFalse(backend.available(20.0))
+        self.assertTrue(backend.available(21.0))
+
+    def test_lateResultsDuringCooldown(self) -> None:
+        """
+        Results of requests started before the backend went down neither end
+        nor extend its cooldown.
+        """
+        backend = makeBackend(check="none", fall=1, cooldown=10.0)
+        backend.requestFailed("connection refused", 0.0)
+        self.assertIsNone(backend.requestSucceeded(1.0))
+        self.assertIsNone(backend.requestFailed("timed out", 2.0))
+        self.assertEqual((backend.state, backend.downSince), (DOWN, 0.0))
+
+
+class SetStateTests(SynchronousTestCase):
+    """
+    Tests for L{Backend.setState}.
+    """
+
+    def test_reportsChange(self) -> None:
+        """
+        Moving to another state reports the change and records the reason.
+        """
+        backend = upBackend()
+        self.assertEqual(
+            backend.setState(DRAINING, "drained by operator", 1.0),
+            change(UP, DRAINING, "drained by operator"),
+        )
+        self.assertEqual(backend.reason, "drained by operator")
+        self.assertFalse(backend.available(1.0))
+
+    def test_sameStateIsNoChange(self) -> None:
+        """
+        Moving to the current state reports nothing.
+        """
+        backend = upBackend()
+        self.assertIsNone(backend.setState(UP, "again", 1.0))
+
+
+class LogStateChangeTests(SynchronousTestCase):
+    """
+    Tests for L{logStateChange}.
+    """
+
+    def capture(self, change: StateChange) -> LogEvent:
+        """
+        Log a change and return the one event emitted.
+
+        @param change: The change to log.
+        @return: The event.
+        """
+        events: list[LogEvent] = []
+        logStateChange(change, Logger(observer=cast(ILogObserver, events.append)))
+        self.assertEqual(len(events), 1)
+        return events[0]
+
+    def test_downIsWarning(self) -> None:
+        """
+        Going down is a warning that reads as one line with the pool,
+        address, new state and reason, and carries both states as fields.
+        """
+        event = self.capture(change(UP, DOWN, "3 consecutive failures (HTTP 500)"))
+        self.assertEqual(
+            formatEvent(event),
+            "backend app/127.0.0.1:9001 is down: 3 consecutive failures (HTTP 500)",
+        )
+        self.assertEqual(event["log_level"], LogLevel.warn)
+        self.assertEqual(
+            {key: event[key] for key in ["pool", "backend", "address", "old", "new"]},
+            {
+                "pool": "app",
+                "backend": "a",
+                "address": "127.0.0.1:9001",
+                "old": "up",
+                "new": "down",
+            },
+        )
+        self.assertEqual(event["reason"], "3 consecutive failures (HTTP 500)")
+
+    def test_otherChangesAreInfo(self) -> None:
+        """
+        Any change other than going down is informational.
+        """
+        for old, new in [(DOWN, UP), (UP, DRAINING), (DRAINING, DISABLED)]:
+            with self.subTest(new=new):
+                event = self.capture(change(old, new, "why"))
+                self.assertEqual(event["log_level"], LogLevel.info)
+                self.assertEqual(
+                    formatEvent(event),
+                    f"backend app/127.0.0.1:9001 is {new.value}: why",
+                )

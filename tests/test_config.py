@@ -1,0 +1,1243 @@
+"""
+Tests for L{lbtwist.config}.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import math
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from twisted.trial.unittest import SynchronousTestCase
+
+from lbtwist.config import (
+    STRATEGY_NAMES,
+    BackendConfig,
+    Config,
+    ConfigError,
+    FrontendConfig,
+    HealthCheckConfig,
+    PoolConfig,
+    configFromOptions,
+    loadConfig,
+    parseBackendSpec,
+    parseConfig,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+EXAMPLE = """
+[[frontend]]
+name = "web"
+listen = "tcp:8080:interface=127.0.0.1"   # a Twisted server endpoint description (or a list of them)
+mode = "http"                              # "http" (default); "tcp" comes in a later issue
+pool = "app"
+header_timeout = 10.0        # seconds to receive a complete request head (slowloris defence), then 408 and close
+idle_timeout = 60.0          # seconds a keep-alive client connection may sit idle between requests
+
+[[pool]]
+name = "app"
+strategy = "round-robin"     # "round-robin" | "weighted-round-robin" | "least-connections"
+retries = 2                  # extra attempts on other backends (see proxy-rules.md for which requests)
+connect_timeout = 3.0        # seconds
+response_timeout = 30.0      # seconds until the backend's response headers
+max_body_size = 10485760     # bytes; larger request bodies get 413
+
+[pool.health]
+check = "http"               # "http" | "tcp" | "none"
+path = "/healthz"
+expect_status = "200-399"
+interval = 2.0
+timeout = 1.0
+rise = 2
+fall = 3
+
+[[pool.backend]]
+url = "http://127.0.0.1:9001"
+weight = 1                   # optional, default 1
+# name = "app-1"             # optional, default host:port
+"""
+
+SEVERAL = """
+[[frontend]]
+name = "public"
+listen = ["tcp:80", "tcp6:80"]
+pool = "app"
+
+[[frontend]]
+name = "internal"
+listen = "unix:/tmp/lbtwist.sock"
+pool = "api"
+trusted_proxies = ["10.0.0.0/8", "192.0.2.7"]
+add_forwarded = true
+
+[[pool]]
+name = "app"
+strategy = "weighted-round-robin"
+
+[[pool.backend]]
+url = "http://10.0.0.1:8000"
+weight = 5
+
+[[pool.backend]]
+url = "http://10.0.0.2:8000"
+name = "b"
+
+[[pool]]
+name = "api"
+strategy = "least-connections"
+rewrite_host = true
+
+[pool.health]
+check = "tcp"
+
+[[pool.backend]]
+url = "http://[::1]:9000/"
+"""
+
+
+def minimalDocument() -> dict[str, Any]:
+    """
+    A valid document: frontend "web" in front of pool "app" with two backends.
+    """
+    return {
+        "frontend": [{"name": "web", "listen": "tcp:8080", "pool": "app"}],
+        "pool": [
+            {
+                "name": "app",
+                "health": {},
+                "backend": [
+                    {"url": "http://127.0.0.1:9001"},
+                    {"url": "http://127.0.0.1:9002"},
+                ],
+            }
+        ],
+    }
+
+
+def changed(section: str, **keys: object) -> dict[str, Any]:
+    """
+    L{minimalDocument} with C{keys} set (or, with value L{None}, removed) in
+    one section: C{"top"}, C{"frontend"}, C{"pool"}, C{"health"} or
+    C{"backend"} (the second backend).
+    """
+    document = minimalDocument()
+    table = {
+        "top": document,
+        "frontend": document["frontend"][0],
+        "pool": document["pool"][0],
+        "health": document["pool"][0]["health"],
+        "backend": document["pool"][0]["backend"][1],
+    }[section]
+    for key, value in keys.items():
+        if value is None:
+            del table[key]
+        else:
+            table[key] = value
+    return document
+
+
+def selfSignedPEM() -> bytes:
+    """
+    A freshly generated private key and self-signed certificate, in PEM.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    keyPEM = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    return keyPEM + certificate.public_bytes(serialization.Encoding.PEM)
+
+
+class ConfigErrorAssertions(SynchronousTestCase):
+    """
+    Helpers to assert on configuration errors.
+    """
+
+    def assertErrors(self, cases: list[tuple[dict[str, Any], str]]) -> None:
+        """
+        Assert that each document is rejected with exactly its message.
+        """
+        for document, message in cases:
+            with self.subTest(message=message):
+                error = self.assertRaises(ConfigError, parseConfig, document)
+                self.assertEqual(str(error), message)
+                self.assertEqual(error.message, message)
+                self.assertIsNone(error.source)
+
+
+class ExampleTests(SynchronousTestCase):
+    """
+    The example configuration from the issue.
+    """
+
+    def test_parsesToTheDocumentedValues(self) -> None:
+        """
+        Every value of the example ends up in the configuration as written.
+        """
+        config = parseConfig(tomllib.loads(EXAMPLE), source="lbtwist.toml")
+        self.assertEqual(
+            config,
+            Config(
+                frontends=(
+                    FrontendConfig(
+                        name="web",
+                        listen=("tcp:8080:interface=127.0.0.1",),
+                        pool="app",
+                        mode="http",
+                        header_timeout=10.0,
+                        idle_timeout=60.0,
+                    ),
+                ),
+                pools=(
+                    PoolConfig(
+                        name="app",
+                        backends=(
+                            BackendConfig(
+                                url="http://127.0.0.1:9001",
+                                scheme="http",
+                                host="127.0.0.1",
+                                port=9001,
+                                name="127.0.0.1:9001",
+                                weight=1,
+                            ),
+                        ),
+                        strategy="round-robin",
+                        retries=2,
+                        connect_timeout=3.0,
+                        response_timeout=30.0,
+                        max_body_size=10485760,
+                        health=HealthCheckConfig(
+                            check="http",
+                            path="/healthz",
+                            expect_status=((200, 399),),
+                            interval=2.0,
+                            timeout=1.0,
+                            rise=2,
+                            fall=3,
+                        ),
+                    ),
+                ),
+                source="lbtwist.toml",
+            ),
+        )
+
+    def test_summary(self) -> None:
+        """
+        The summary names the source and counts, in the singular for one.
+        """
+        config = parseConfig(tomllib.loads(EXAMPLE), source="lbtwist.toml")
+        self.assertEqual(
+            config.summary(), "lbtwist.toml: 1 frontend, 1 pool, 1 backend"
+        )
+
+
+class DefaultsTests(SynchronousTestCase):
+    """
+    Keys left out of the file take the documented defaults.
+    """
+
+    def test_classDefaults(self) -> None:
+        """
+        The value classes carry the defaults documented in the contract.
+        """
+        health = HealthCheckConfig()
+        pool = PoolConfig(name="p", backends=())
+        frontend = FrontendConfig(name="f", listen=("tcp:80",), pool="p")
+        backend = BackendConfig(url="http://h", scheme="http", host="h", port=80)
+        cases: list[tuple[object, str, object]] = [
+            (health, "check", "http"),
+            (health, "path", "/healthz"),
+            (health, "expect_status", ((200, 399),)),
+            (health, "interval", 2.0),
+            (health, "timeout", 1.0),
+            (health, "rise", 2),
+            (health, "fall", 3),
+            (pool, "strategy", "round-robin"),
+            (pool, "retries", 2),
+            (pool, "connect_timeout", 3.0),
+            (pool, "response_timeout", 30.0),
+            (pool, "max_body_size", 10485760),
+            (pool, "rewrite_host", False),
+            (pool, "max_idle_connections", 16),
+            (pool, "idle_connection_timeout", 60.0),
+            (pool, "passive_cooldown", 10.0),
+            (pool, "health", HealthCheckConfig()),
+            (frontend, "mode", "http"),
+            (frontend, "header_timeout", 10.0),
+            (frontend, "idle_timeout", 60.0),
+            (frontend, "max_header_size", 16384),
+            (frontend, "max_target_length", 8192),
+            (frontend, "trusted_proxies", ()),
+            (frontend, "add_forwarded", False),
+            (backend, "name", "h:80"),
+            (backend, "weight", 1),
+            (Config(frontends=(), pools=()), "source", "<config>"),
+        ]
+        for value, attribute, expected in cases:
+            with self.subTest(attribute=attribute):
+                self.assertEqual(getattr(value, attribute), expected)
+
+    def test_minimalDocument(self) -> None:
+        """
+        A document with only the required keys gets the class defaults.
+        """
+        document = minimalDocument()
+        del document["pool"][0]["health"]
+        config = parseConfig(document)
+        self.assertEqual(
+            config.frontends,
+            (FrontendConfig(name="web", listen=("tcp:8080",), pool="app"),),
+        )
+        self.assertEqual(
+            config.pools[0],
+            PoolConfig(name="app", backends=config.pools[0].backends),
+        )
+        self.assertEqual(config.source, "<config>")
+
+    def test_frontendNameDefaultsToItsPosition(self) -> None:
+        """
+        A frontend without a name is called C{frontend-N}.
+        """
+        config = parseConfig(changed("frontend", name=None))
+        self.assertEqual(config.frontends[0].name, "frontend-1")
+
+    def test_backendNameDefaultsToAddress(self) -> None:
+        """
+        A backend without a name is called by its address.
+        """
+        config = parseConfig(minimalDocument())
+        self.assertEqual(
+            [b.name for b in config.pools[0].backends],
+            ["127.0.0.1:9001", "127.0.0.1:9002"],
+        )
+
+
+class ValueTests(SynchronousTestCase):
+    """
+    Valid values are accepted and converted.
+    """
+
+    def test_integersAreAcceptedForNumbers(self) -> None:
+        """
+        An integer where seconds are expected becomes a float.
+        """
+        config = parseConfig(changed("health", interval=5, timeout=1))
+        self.assertEqual(config.pools[0].health.interval, 5.0)
+        self.assertIsInstance(config.pools[0].health.interval, float)
+
+    def test_zeroCooldownAndRetries(self) -> None:
+        """
+        C{retries}, C{max_body_size}, C{max_idle_connections} and
+        C{passive_cooldown} may be 0.
+        """
+        document = changed(
+            "pool",
+            retries=0,
+            max_body_size=0,
+            max_idle_connections=0,
+            passive_cooldown=0,
+        )
+        pool = parseConfig(document).pools[0]
+        self.assertEqual(
+            (
+                pool.retries,
+                pool.max_body_size,
+                pool.max_idle_connections,
+                pool.passive_cooldown,
+            ),
+            (0, 0, 0, 0.0),
+        )
+
+    def test_expectStatus(self) -> None:
+        """
+        C{expect_status} is a code, a range, or a list of both, as a string
+        or an integer.
+        """
+        cases: list[tuple[object, tuple[tuple[int, int], ...]]] = [
+            ("200-399", ((200, 399),)),
+            ("200", ((200, 200),)),
+            (204, ((204, 204),)),
+            ("200,204,300-302", ((200, 200), (204, 204), (300, 302))),
+            (" 200 , 301-302 ", ((200, 200), (301, 302))),
+            ("100-599", ((100, 599),)),
+        ]
+        for value, expected in cases:
+            with self.subTest(value=value):
+                config = parseConfig(changed("health", expect_status=value))
+                self.assertEqual(config.pools[0].health.expect_status, expected)
+
+    def test_accepts(self) -> None:
+        """
+        L{HealthCheckConfig.accepts} is true for statuses in a range only.
+        """
+        health = HealthCheckConfig(expect_status=((200, 200), (300, 302)))
+        cases = [
+            (199, False),
+            (200, True),
+            (201, False),
+            (300, True),
+            (302, True),
+            (303, False),
+        ]
+        for status, expected in cases:
+            with self.subTest(status=status):
+                self.assertEqual(health.accepts(status), expected)
+
+    def test_backendURLs(self) -> None:
+        """
+        Backend URLs give scheme, host (IPv6 without brackets) and port (80
+        by default); the URL is kept as written.
+        """
+        cases = [
+            ("http://127.0.0.1:9003", "127.0.0.1", 9003, "127.0.0.1:9003"),
+            ("http://127.0.0.1:9003/", "127.0.0.1", 9003, "127.0.0.1:9003"),
+            ("http://app.internal", "app.internal", 80, "app.internal:80"),
+            ("HTTP://App.Internal:8080", "app.internal", 8080, "app.internal:8080"),
+            ("http://web_1:8000", "web_1", 8000, "web_1:8000"),
+            ("http://[::1]:9001", "::1", 9001, "[::1]:9001"),
+            ("http://[2001:DB8::1]", "2001:db8::1", 80, "[2001:db8::1]:80"),
+            ("http://localhost:65535", "localhost", 65535, "localhost:65535"),
+        ]
+        for url, host, port, address in cases:
+            with self.subTest(url=url):
+                backend = parseConfig(changed("backend", url=url)).pools[0].backends[1]
+                self.assertEqual(
+                    (
+                        backend.url,
+                        backend.scheme,
+                        backend.host,
+                        backend.port,
+                        backend.address,
+                    ),
+                    (url, "http", host, port, address),
+                )
+
+    def test_listenDescriptions(self) -> None:
+        """
+        C{listen} takes one description or a list of them, of any endpoint
+        type Twisted knows, including C{systemd:} outside of systemd.
+        """
+        cases: list[tuple[object, tuple[str, ...]]] = [
+            ("tcp:8080", ("tcp:8080",)),
+            ("tcp:0:interface=127.0.0.1", ("tcp:0:interface=127.0.0.1",)),
+            (
+                ["tcp:80", "tcp6:80:interface=\\:\\:1"],
+                ("tcp:80", "tcp6:80:interface=\\:\\:1"),
+            ),
+            ("unix:/run/lbtwist.sock:mode=660", ("unix:/run/lbtwist.sock:mode=660",)),
+            ("systemd:domain=INET:index=0", ("systemd:domain=INET:index=0",)),
+            ("systemd:domain=INET6:name=web", ("systemd:domain=INET6:name=web",)),
+        ]
+        for value, expected in cases:
+            with self.subTest(value=value):
+                config = parseConfig(changed("frontend", listen=value))
+                self.assertEqual(config.frontends[0].listen, expected)
+
+    def test_listenSSL(self) -> None:
+        """
+        An C{ssl:} description with a readable key and certificate is valid.
+        """
+        pem = Path(self.mktemp())
+        pem.write_bytes(selfSignedPEM())
+        description = f"ssl:8443:privateKey={pem}"
+        config = parseConfig(changed("frontend", listen=description))
+        self.assertEqual(config.frontends[0].listen, (description,))
+
+    def test_trustedProxiesAreNormalised(self) -> None:
+        """
+        Trusted proxies are written as networks, host bits cleared.
+        """
+        value = ["10.1.2.3/8", "192.0.2.7", "2001:db8::1/64"]
+        config = parseConfig(changed("frontend", trusted_proxies=value))
+        self.assertEqual(
+            config.frontends[0].trusted_proxies,
+            ("10.0.0.0/8", "192.0.2.7/32", "2001:db8::/64"),
+        )
+
+    def test_everyStrategy(self) -> None:
+        """
+        Every strategy name is accepted.
+        """
+        for name in STRATEGY_NAMES:
+            with self.subTest(name=name):
+                config = parseConfig(changed("pool", strategy=name))
+                self.assertEqual(config.pools[0].strategy, name)
+
+
+class SeveralTests(SynchronousTestCase):
+    """
+    Several frontends and pools in one file.
+    """
+
+    def setUp(self) -> None:
+        self.config = parseConfig(tomllib.loads(SEVERAL), source="several.toml")
+
+    def test_frontends(self) -> None:
+        """
+        Each frontend keeps its own listen descriptions, pool and options.
+        """
+        public, internal = self.config.frontends
+        self.assertEqual(
+            (public.name, public.listen, public.pool),
+            ("public", ("tcp:80", "tcp6:80"), "app"),
+        )
+        self.assertEqual(
+            (internal.name, internal.listen, internal.pool, internal.add_forwarded),
+            ("internal", ("unix:/tmp/lbtwist.sock",), "api", True),
+        )
+        self.assertEqual(internal.trusted_proxies, ("10.0.0.0/8", "192.0.2.7/32"))
+
+    def test_pools(self) -> None:
+        """
+        Each pool keeps its own strategy, health check and backends.
+        """
+        app = self.config.pool("app")
+        api = self.config.pool("api")
+        self.assertEqual(app.strategy, "weighted-round-robin")
+        self.assertEqual(
+            [(b.name, b.weight) for b in app.backends], [("10.0.0.1:8000", 5), ("b", 1)]
+        )
+        self.assertEqual(app.health, HealthCheckConfig())
+        self.assertEqual(
+            (api.strategy, api.rewrite_host, api.health.check),
+            ("least-connections", True, "tcp"),
+        )
+        self.assertEqual([b.address for b in api.backends], ["[::1]:9000"])
+
+    def test_unknownPool(self) -> None:
+        """
+        L{Config.pool} raises L{KeyError} for a name that is not a pool.
+        """
+        self.assertRaises(KeyError, self.config.pool, "web")
+
+    def test_summary(self) -> None:
+        """
+        The summary counts frontends, pools and all backends, in the plural.
+        """
+        self.assertEqual(
+            self.config.summary(), "several.toml: 2 frontends, 2 pools, 3 backends"
+        )
+        self.assertEqual(self.config.counts(), "2 frontends, 2 pools, 3 backends")
+
+
+class StructureErrorTests(ConfigErrorAssertions):
+    """
+    Unknown, missing and misplaced keys and sections.
+    """
+
+    def test_unknownKeys(self) -> None:
+        """
+        An unknown key anywhere is an error naming its section.
+        """
+        self.assertErrors(
+            [
+                (changed("top", frontends=[]), 'top level: unknown key "frontends"'),
+                (
+                    changed("frontend", listn="tcp:80"),
+                    'frontend "web": unknown key "listn"',
+                ),
+                (
+                    changed("frontend", name=None, lisen="x"),
+                    'frontend 1: unknown key "lisen"',
+                ),
+                (changed("pool", retry=1), 'pool "app": unknown key "retry"'),
+                (changed("pool", backends=[]), 'pool "app": unknown key "backends"'),
+                (
+                    changed("health", intervall=1),
+                    'pool "app" health: unknown key "intervall"',
+                ),
+                (
+                    changed("backend", wieght=2),
+                    'pool "app" backend 2: unknown key "wieght"',
+                ),
+            ]
+        )
+
+    def test_missingKeys(self) -> None:
+        """
+        A missing required key is an error naming its section.
+        """
+        self.assertErrors(
+            [
+                ({}, 'top level: missing required key "frontend"'),
+                (changed("top", pool=None), 'top level: missing required key "pool"'),
+                (
+                    changed("frontend", listen=None),
+                    'frontend "web": missing required key "listen"',
+                ),
+                (
+                    changed("frontend", pool=None),
+                    'frontend "web": missing required key "pool"',
+                ),
+                (changed("pool", name=None), 'pool 1: missing required key "name"'),
+                (
+                    changed("pool", backend=None),
+                    'pool "app": missing required key "backend"',
+                ),
+                (
+                    changed("backend", url=None),
+                    'pool "app" backend 2: missing required key "url"',
+                ),
+            ]
+        )
+
+    def test_sections(self) -> None:
+        """
+        Sections must be tables or arrays of tables, and arrays not empty.
+        """
+        self.assertErrors(
+            [
+                (
+                    changed("top", pool={"name": "app"}),
+                    "top level: pool must be an array of tables, written [[pool]]",
+                ),
+                (
+                    changed("top", frontend=[]),
+                    "top level: frontend must not be empty: add a [[frontend]] section",
+                ),
+                (
+                    changed("pool", health=[]),
+                    'pool "app": health must be a table, written [pool.health]',
+                ),
+                (
+                    changed("pool", backend=[]),
+                    'pool "app": backend must not be empty: add a [[pool.backend]] section',
+                ),
+                (
+                    changed("pool", backend=["http://x"]),
+                    'pool "app": backend must be an array of tables, written [[pool.backend]]',
+                ),
+            ]
+        )
+
+    def test_sectionsNamedByPositionWithoutUsableName(self) -> None:
+        """
+        A section whose name is missing or not a string is named by position.
+        """
+        self.assertErrors(
+            [
+                (changed("pool", name=3), "pool 1: name must be a string"),
+                (changed("pool", name=""), "pool 1: name must not be empty"),
+                (changed("frontend", name=False), "frontend 1: name must be a string"),
+            ]
+        )
+
+
+class TypeErrorTests(ConfigErrorAssertions):
+    """
+    Values of the wrong type.
+    """
+
+    def test_types(self) -> None:
+        """
+        Each kind of value rejects the other TOML types; a bool is not an
+        integer or a number, a float is not an integer.
+        """
+        self.assertErrors(
+            [
+                (changed("frontend", pool=1), 'frontend "web": pool must be a string'),
+                (
+                    changed("frontend", mode=["http"]),
+                    'frontend "web": mode must be a string',
+                ),
+                (changed("health", path=1), 'pool "app" health: path must be a string'),
+                (
+                    changed("pool", retries="2"),
+                    'pool "app": retries must be an integer >= 0',
+                ),
+                (
+                    changed("pool", retries=2.0),
+                    'pool "app": retries must be an integer >= 0',
+                ),
+                (
+                    changed("pool", retries=True),
+                    'pool "app": retries must be an integer >= 0',
+                ),
+                (
+                    changed("backend", weight=True),
+                    'pool "app" backend 2: weight must be a positive integer',
+                ),
+                (
+                    changed("frontend", header_timeout="10"),
+                    'frontend "web": header_timeout must be a number greater than 0',
+                ),
+                (
+                    changed("health", timeout=True),
+                    'pool "app" health: timeout must be a number greater than 0',
+                ),
+                (
+                    changed("pool", rewrite_host="yes"),
+                    'pool "app": rewrite_host must be true or false',
+                ),
+                (
+                    changed("frontend", add_forwarded=1),
+                    'frontend "web": add_forwarded must be true or false',
+                ),
+                (
+                    changed("frontend", listen=80),
+                    'frontend "web": listen must be a string or a list of strings',
+                ),
+                (
+                    changed("frontend", listen=["tcp:80", 81]),
+                    'frontend "web": listen must be a string or a list of strings',
+                ),
+                (
+                    changed("frontend", trusted_proxies={"a": 1}),
+                    'frontend "web": trusted_proxies must be a string or a list of strings',
+                ),
+                (
+                    changed("health", expect_status=2.0),
+                    'pool "app" health: expect_status must be a status code or a string '
+                    'like "200-399"',
+                ),
+                (
+                    changed("backend", url=9002),
+                    'pool "app" backend 2: url must be a string',
+                ),
+            ]
+        )
+
+
+class RangeErrorTests(ConfigErrorAssertions):
+    """
+    Values outside their range.
+    """
+
+    def test_weight(self) -> None:
+        """
+        A weight must be a positive integer (the message from the issue).
+        """
+        self.assertErrors(
+            [
+                (
+                    changed("backend", weight=0),
+                    'pool "app" backend 2: weight must be a positive integer',
+                ),
+                (
+                    changed("backend", weight=-1),
+                    'pool "app" backend 2: weight must be a positive integer',
+                ),
+                (
+                    changed("backend", weight=1.5),
+                    'pool "app" backend 2: weight must be a positive integer',
+                ),
+            ]
+        )
+
+    def test_integers(self) -> None:
+        """
+        Counts must be at least 0 or 1, as each means.
+        """
+        self.assertErrors(
+            [
+                (
+                    changed("pool", retries=-1),
+                    'pool "app": retries must be an integer >= 0',
+                ),
+                (
+                    changed("pool", max_body_size=-1),
+                    'pool "app": max_body_size must be an integer >= 0',
+                ),
+                (
+                    changed("pool", max_idle_connections=-1),
+                    'pool "app": max_idle_connections must be an integer >= 0',
+                ),
+                (
+                    changed("health", rise=0),
+                    'pool "app" health: rise must be a positive integer',
+                ),
+                (
+                    changed("health", fall=0),
+                    'pool "app" health: fall must be a positive integer',
+                ),
+                (
+                    changed("frontend", max_header_size=0),
+                    'frontend "web": max_header_size must be a positive integer',
+                ),
+                (
+                    changed("frontend", max_target_length=0),
+                    'frontend "web": max_target_length must be a positive integer',
+                ),
+            ]
+        )
+
+    def test_seconds(self) -> None:
+        """
+        Timeouts and intervals must be finite and greater than 0; the
+        passive cooldown may be 0.
+        """
+        cases = []
+        for section, key in [
+            ("frontend", "header_timeout"),
+            ("frontend", "idle_timeout"),
+            ("pool", "connect_timeout"),
+            ("pool", "response_timeout"),
+            ("pool", "idle_connection_timeout"),
+            ("health", "interval"),
+            ("health", "timeout"),
+        ]:
+            where = {
+                "frontend": 'frontend "web"',
+                "pool": 'pool "app"',
+                "health": 'pool "app" health',
+            }
+            message = f"{where[section]}: {key} must be a number greater than 0"
+            for value in (0, 0.0, -1.5, math.inf, math.nan):
+                cases.append((changed(section, **{key: value}), message))
+        for value in (-0.1, math.inf):
+            cases.append(
+                (
+                    changed("pool", passive_cooldown=value),
+                    'pool "app": passive_cooldown must be a number >= 0',
+                )
+            )
+        self.assertErrors(cases)
+
+
+class ChoiceErrorTests(ConfigErrorAssertions):
+    """
+    Values that must be one of a few names.
+    """
+
+    def test_choices(self) -> None:
+        """
+        Strategy, check and mode accept only their names; C{tcp} mode comes later.
+        """
+        self.assertErrors(
+            [
+                (
+                    changed("pool", strategy="random"),
+                    'pool "app": strategy "random" is not one of "round-robin", '
+                    '"weighted-round-robin", "least-connections"',
+                ),
+                (
+                    changed("health", check="icmp"),
+                    'pool "app" health: check "icmp" is not one of "http", "tcp", "none"',
+                ),
+                (
+                    changed("frontend", mode="tcp"),
+                    'frontend "web": mode "tcp" is not supported yet',
+                ),
+                (
+                    changed("frontend", mode="udp"),
+                    'frontend "web": mode "udp" is not one of "http"',
+                ),
+            ]
+        )
+
+    def test_healthPath(self) -> None:
+        """
+        The health check path must start with a slash.
+        """
+        self.assertErrors(
+            [
+                (
+                    changed("health", path="healthz"),
+                    'pool "app" health: path "healthz" must start with "/"',
+                )
+            ]
+        )
+
+
+class ExpectStatusErrorTests(ConfigErrorAssertions):
+    """
+    Malformed C{expect_status} values.
+    """
+
+    def test_expectStatus(self) -> None:
+        """
+        Codes must be 100-599, ranges not empty, and the syntax right.
+        """
+        where = 'pool "app" health: expect_status'
+        syntax = 'must be status codes and ranges like "200,204,300-399"'
+        self.assertErrors(
+            [
+                (changed("health", expect_status="abc"), f'{where} "abc" {syntax}'),
+                (changed("health", expect_status="200,"), f'{where} "200," {syntax}'),
+                (changed("health", expect_status="200-"), f'{where} "200-" {syntax}'),
+                (changed("health", expect_status="2xx"), f'{where} "2xx" {syntax}'),
+                (
+                    changed("health", expect_status="600"),
+                    f'{where} "600": status codes must be 100-599',
+                ),
+                (
+                    changed("health", expect_status=99),
+                    f'{where} "99": status codes must be 100-599',
+                ),
+                (
+                    changed("health", expect_status="200-700"),
+                    f'{where} "200-700": status codes must be 100-599',
+                ),
+                (
+                    changed("health", expect_status="399-200"),
+                    f'{where} "399-200": range 399-200 is empty',
+                ),
+            ]
+        )
+
+
+class URLErrorTests(ConfigErrorAssertions):
+    """
+    Backend URLs other than C{http://host[:port]}.
+    """
+
+    def test_urls(self) -> None:
+        """
+        Each kind of bad URL is reported with the URL and the problem.
+        """
+        cases = [
+            ("https://127.0.0.1:9443", "https backends are not supported yet"),
+            ("ftp://127.0.0.1", "must be an http:// URL"),
+            ("127.0.0.1:9001", "must be an http:// URL"),
+            ("http://user:pw@127.0.0.1", "must not contain user information"),
+            ("http://127.0.0.1/app", 'must not have a path ("/app")'),
+            ("http://127.0.0.1?x=1", "must not have a query or fragment"),
+            ("http://127.0.0.1/#top", "must not have a query or fragment"),
+            ("http://", "has no host"),
+            ("http://:80", "has no host"),
+            (
+                "http://::1:9001",
+                '"::1:9001" is not host[:port] (an IPv6 address goes in brackets: '
+                "http://[::1]:8080)",
+            ),
+            ("http://[::g]:9001", '"[::g]" is not an IPv6 address'),
+            ("http://[127.0.0.1]:9001", '"[127.0.0.1]" is not an IPv6 address'),
+            ("http://300.0.0.1", '"300.0.0.1" is not an IPv4 address'),
+            ("http://bad host", '"bad host" is not a host name or IP address'),
+            ("http://-x", '"-x" is not a host name or IP address'),
+            ("http://127.0.0.1:0", 'port "0" must be 1-65535'),
+            ("http://127.0.0.1:65536", 'port "65536" must be 1-65535'),
+            ("http://127.0.0.1:http", 'port "http" must be 1-65535'),
+            ("http://127.0.0.1:", 'port "" must be 1-65535'),
+        ]
+        self.assertErrors(
+            [
+                (
+                    changed("backend", url=url),
+                    f'pool "app" backend 2: url "{url}": {problem}',
+                )
+                for url, problem in cases
+            ]
+        )
+
+
+class ListenErrorTests(ConfigErrorAssertions):
+    """
+    Endpoint descriptions Twisted cannot use.
+    """
+
+    def test_listen(self) -> None:
+        """
+        The error gives the description and Twisted's reason.
+        """
+        missing = Path(self.mktemp()).absolute()
+        cases = [
+            ("tcp:abc", "invalid literal for int() with base 10: 'abc'"),
+            ("tcp:70000", "port must be 0-65535"),
+            ("tcp6:-1", "port must be 0-65535"),
+            (
+                "tcp:8080:colour=blue",
+                "_parseTCP() got an unexpected keyword argument 'colour'",
+            ),
+            ("carrier-pigeon:1", "Unknown endpoint type: 'carrier-pigeon'"),
+            ("systemd:domain=INET", "Specify exactly one of descriptor index or name"),
+            (
+                f"ssl:443:privateKey={missing}",
+                f"[Errno 2] No such file or directory: '{missing}'",
+            ),
+        ]
+        self.assertErrors(
+            [
+                (
+                    changed("frontend", listen=description),
+                    f'frontend "web": listen "{description}": {reason}',
+                )
+                for description, reason in cases
+            ]
+            + [
+                (
+                    changed("frontend", listen=[]),
+                    'frontend "web": listen must not be empty',
+                ),
+                (
+                    changed("frontend", listen=["tcp:80", "tcp:x"]),
+                    'frontend "web": listen "tcp:x": invalid literal for int() with base 10: \'x\'',
+                ),
+            ]
+        )
+
+    def test_trustedProxies(self) -> None:
+        """
+        Trusted proxies must be IP addresses or networks.
+        """
+        self.assertErrors(
+            [
+                (
+                    changed(
+                        "frontend", trusted_proxies=["10.0.0.0/8", "proxy.internal"]
+                    ),
+                    'frontend "web": trusted_proxies "proxy.internal" is not an IP address '
+                    "or network",
+                ),
+                (
+                    changed("frontend", trusted_proxies="10.0.0.0/33"),
+                    'frontend "web": trusted_proxies "10.0.0.0/33" is not an IP address '
+                    "or network",
+                ),
+            ]
+        )
+
+
+class ReferenceErrorTests(ConfigErrorAssertions):
+    """
+    Names that repeat or refer to nothing.
+    """
+
+    def test_duplicateNames(self) -> None:
+        """
+        Frontend, pool and backend names are unique (backends within a pool).
+        """
+        twoFrontends = minimalDocument()
+        twoFrontends["frontend"].append(
+            {"name": "web", "listen": "tcp:8081", "pool": "app"}
+        )
+        twoPools = minimalDocument()
+        twoPools["pool"].append(copy.deepcopy(twoPools["pool"][0]))
+        self.assertErrors(
+            [
+                (twoFrontends, 'frontend 2: name "web" is already used by frontend 1'),
+                (twoPools, 'pool 2: name "app" is already used by pool 1'),
+                (
+                    changed("backend", url="http://127.0.0.1:9001"),
+                    'pool "app" backend 2: name "127.0.0.1:9001" is already used by backend 1',
+                ),
+                (
+                    changed("backend", name="127.0.0.1:9001"),
+                    'pool "app" backend 2: name "127.0.0.1:9001" is already used by backend 1',
+                ),
+            ]
+        )
+
+    def test_sameBackendInTwoPools(self) -> None:
+        """
+        Two pools may share a backend.
+        """
+        document = minimalDocument()
+        document["pool"].append(copy.deepcopy(document["pool"][0]))
+        document["pool"][1]["name"] = "other"
+        self.assertEqual(len(parseConfig(document).pools), 2)
+
+    def test_undefinedPool(self) -> None:
+        """
+        A frontend must name a pool that is defined.
+        """
+        self.assertErrors(
+            [
+                (
+                    changed("frontend", pool="ap"),
+                    'frontend "web": pool "ap" is not defined (pools: "app")',
+                ),
+                (
+                    changed("frontend", pool="ap", name=None),
+                    'frontend 1: pool "ap" is not defined (pools: "app")',
+                ),
+            ]
+        )
+
+
+class LoadConfigTests(SynchronousTestCase):
+    """
+    Reading configuration files.
+    """
+
+    def write(self, content: bytes) -> str:
+        """
+        @return: The name of a new file holding C{content}.
+        """
+        path = str(self.mktemp())
+        Path(path).write_bytes(content)
+        return path
+
+    def test_loads(self) -> None:
+        """
+        A valid file gives its configuration, with the path as its source.
+        """
+        path = self.write(EXAMPLE.encode())
+        config = loadConfig(path)
+        self.assertEqual(config, parseConfig(tomllib.loads(EXAMPLE), source=path))
+
+    def test_errors(self) -> None:
+        """
+        Every error names the file: unreadable, not UTF-8, not TOML, invalid.
+        """
+        missing = self.mktemp()
+        directory = self.mktemp()
+        Path(directory).mkdir()
+        invalid = EXAMPLE.replace("weight = 1 ", "weight = 0 ").encode()
+        cases = [
+            (missing, "cannot read: No such file or directory"),
+            (directory, "cannot read: Is a directory"),
+            (self.write(b"name = \xff"), "cannot read: not UTF-8 text"),
+            (
+                self.write(b"[[frontend]\n"),
+                "invalid TOML: Expected ']]' at the end of an array declaration "
+                "(at line 1, column 11)",
+            ),
+            (
+                self.write(invalid),
+                'pool "app" backend 1: weight must be a positive integer',
+            ),
+        ]
+        for path, message in cases:
+            with self.subTest(message=message):
+                error = self.assertRaises(ConfigError, loadConfig, path)
+                self.assertEqual((error.source, error.message), (path, message))
+                self.assertEqual(str(error), f"{path}: {message}")
+
+
+class QuickFormTests(SynchronousTestCase):
+    """
+    Backends and configurations from command-line options.
+    """
+
+    def test_parseBackendSpec(self) -> None:
+        """
+        The quick form is a URL, then optional C{weight=} and C{name=}.
+        """
+        cases = [
+            ("http://127.0.0.1:9001", "127.0.0.1:9001", 1),
+            ("http://127.0.0.1:9002,weight=3", "127.0.0.1:9002", 3),
+            ("http://127.0.0.1:9002,name=b", "b", 1),
+            ("http://[::1]:9002, weight = 2 ,name=b", "b", 2),
+        ]
+        for spec, name, weight in cases:
+            with self.subTest(spec=spec):
+                backend = parseBackendSpec(spec, 1)
+                self.assertEqual((backend.name, backend.weight), (name, weight))
+
+    def test_parseBackendSpecErrors(self) -> None:
+        """
+        Errors name the C{--backend} option and the problem.
+        """
+        cases = [
+            ("http://x,foo=1", 'unknown option "foo"'),
+            ("http://x,url=http://y", 'unknown option "url"'),
+            ("http://x,weight=0", "weight must be a positive integer"),
+            ("http://x,weight=two", "weight must be a positive integer"),
+            ("http://x,weight", "give weight=VALUE once"),
+            ("http://x,name=a,name=b", "give name=VALUE once"),
+            ("http://x,name=", "name must not be empty"),
+            ("https://x", 'url "https://x": https backends are not supported yet'),
+        ]
+        for spec, problem in cases:
+            with self.subTest(spec=spec):
+                error = self.assertRaises(ConfigError, parseBackendSpec, spec, 1)
+                self.assertEqual(str(error), f'--backend "{spec}": {problem}')
+
+    def test_configFromOptions(self) -> None:
+        """
+        The options make one frontend and one pool called C{default}.
+        """
+        config = configFromOptions(
+            ["tcp:8081"],
+            ["http://127.0.0.1:9001", "http://127.0.0.1:9002,weight=3"],
+            strategy="weighted-round-robin",
+            healthPath="/healthz",
+        )
+        self.assertEqual(
+            config.frontends,
+            (FrontendConfig(name="default", listen=("tcp:8081",), pool="default"),),
+        )
+        pool = config.pool("default")
+        self.assertEqual(pool.strategy, "weighted-round-robin")
+        self.assertEqual([b.weight for b in pool.backends], [1, 3])
+        self.assertEqual(pool.health, HealthCheckConfig(check="http", path="/healthz"))
+        self.assertEqual(
+            config.summary(), "<command line>: 1 frontend, 1 pool, 2 backends"
+        )
+
+    def test_configFromOptionsDefaults(self) -> None:
+        """
+        Without C{--listen} the frontend listens on C{tcp:8080}; without
+        C{--health-path} backends are checked by connecting over TCP.
+        """
+        config = configFromOptions([], ["http://127.0.0.1:9001"])
+        self.assertEqual(config.frontends[0].listen, ("tcp:8080",))
+        self.assertEqual(config.pools[0].strategy, "round-robin")
+        self.assertEqual(config.pools[0].health, HealthCheckConfig(check="tcp"))
+
+    def test_configFromOptionsErrors(self) -> None:
+        """
+        Errors name the option at fault.
+        """
+        backend = ["http://127.0.0.1:9001"]
+        cases: list[tuple[dict[str, Any], str]] = [
+            (
+                {"listen": ["tcp:abc"], "backends": backend},
+                "--listen \"tcp:abc\": invalid literal for int() with base 10: 'abc'",
+            ),
+            ({"listen": [], "backends": []}, "at least one --backend is required"),
+            (
+                {"listen": [], "backends": backend, "strategy": "random"},
+                '--strategy "random" is not one of "round-robin", "weighted-round-robin", '
+                '"least-connections"',
+            ),
+            (
+                {"listen": [], "backends": backend, "healthPath": "healthz"},
+                '--health-path "healthz" must start with "/"',
+            ),
+            (
+                {"listen": [], "backends": backend * 2},
+                '--backend 2: name "127.0.0.1:9001" is already used by --backend 1',
+            ),
+        ]
+        for options, message in cases:
+            with self.subTest(message=message):
+                error = self.assertRaises(ConfigError, configFromOptions, **options)
+                self.assertEqual(str(error), message)
+
+
+class IsolationTests(SynchronousTestCase):
+    """
+    The configuration module stays away from the reactor.
+    """
+
+    def test_importsNoReactor(self) -> None:
+        """
+        Importing and using L{lbtwist.config} does not install a reactor.
+        """
+        code = (
+            "import sys, lbtwist.config as c\n"
+            "c.configFromOptions(['tcp:8080', 'systemd:domain=INET:index=0'], ['http://h'])\n"
+            "sys.exit('twisted.internet.reactor' in sys.modules)\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            timeout=60,
+        )
+        self.assertEqual((result.returncode, result.stderr), (0, b""))

@@ -1,0 +1,183 @@
+# -*- test-case-name: tests.test_pool -*-
+"""
+Tests for L{lbtwist.pool}.
+"""
+
+from __future__ import annotations
+
+from typing import Collection
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from lbtwist.backend import Backend, BackendState
+from lbtwist.config import BackendConfig, HealthCheckConfig, PoolConfig
+from lbtwist.pool import BackendPool
+from lbtwist.strategies import LeastConnections, RoundRobin, WeightedRoundRobin
+
+
+def makePool(
+    strategy: str = "round-robin",
+    check: str = "none",
+    weights: tuple[int, ...] = (1, 1, 1),
+    cooldown: float = 10.0,
+) -> BackendPool:
+    """
+    Make a pool C{app} of backends C{a}, C{b}, C{c}... on 127.0.0.1:9001 and
+    up.
+
+    @param strategy: The strategy's name.
+    @param check: The kind of active health check.
+    @param weights: One weight per backend.
+    @param cooldown: Seconds a passively failed backend is skipped.
+    @return: The pool.
+    """
+    backends = tuple(
+        BackendConfig(
+            url=f"http://127.0.0.1:{9001 + index}",
+            scheme="http",
+            host="127.0.0.1",
+            port=9001 + index,
+            name="abcdefgh"[index],
+            weight=weight,
+        )
+        for index, weight in enumerate(weights)
+    )
+    return BackendPool(
+        PoolConfig(
+            name="app",
+            backends=backends,
+            strategy=strategy,
+            passive_cooldown=cooldown,
+            health=HealthCheckConfig(check=check, rise=2, fall=3),
+        )
+    )
+
+
+def chooseMany(
+    pool: BackendPool, count: int, now: float = 0.0, exclude: Collection[Backend] = ()
+) -> str:
+    """
+    Choose C{count} times and spell out the names chosen.
+
+    @param pool: The pool to choose from.
+    @param count: How many choices.
+    @param now: The time to choose at.
+    @param exclude: Backends not to choose.
+    @return: The chosen names concatenated, C{-} for L{None}.
+    """
+    names = []
+    for _ in range(count):
+        backend = pool.choose(now, exclude)
+        names.append("-" if backend is None else backend.name)
+    return "".join(names)
+
+
+class BackendPoolTests(SynchronousTestCase):
+    """
+    Tests for L{BackendPool}.
+    """
+
+    def test_buildsBackendsFromConfig(self) -> None:
+        """
+        The pool has one backend per configured backend, in order, with the
+        pool's name and the configured weights.
+        """
+        pool = makePool(weights=(5, 1, 1))
+        self.assertEqual(pool.name, "app")
+        self.assertEqual(
+            [(b.pool, b.name, b.address, b.weight) for b in pool.backends],
+            [
+                ("app", "a", "127.0.0.1:9001", 5),
+                ("app", "b", "127.0.0.1:9002", 1),
+                ("app", "c", "127.0.0.1:9003", 1),
+            ],
+        )
+
+    def test_strategyFromConfig(self) -> None:
+        """
+        The pool uses the strategy its configuration names.
+        """
+        for name, cls, weights, expected in [
+            ("round-robin", RoundRobin, (5, 1, 1), "abcabca"),
+            ("weighted-round-robin", WeightedRoundRobin, (5, 1, 1), "aabacaa"),
+            ("least-connections", LeastConnections, (5, 1, 1), "abcabca"),
+        ]:
+            with self.subTest(strategy=name):
+                pool = makePool(strategy=name, weights=weights)
+                self.assertIsInstance(pool.strategy, cls)
+                self.assertEqual(chooseMany(pool, 7), expected)
+
+    def test_backendByName(self) -> None:
+        """
+        L{BackendPool.backend} finds a backend by its name.
+        """
+        pool = makePool()
+        self.assertIs(pool.backend("b"), pool.backends[1])
+
+    def test_unknownBackendName(self) -> None:
+        """
+        L{BackendPool.backend} raises L{KeyError} for an unknown name.
+        """
+        self.assertRaises(KeyError, makePool().backend, "z")
+
+    def test_nothingChosenBeforeFirstCheck(self) -> None:
+        """
+        With active checks, no backend is chosen before its first check
+        passes.
+        """
+        pool = makePool(check="http")
+        self.assertEqual(chooseMany(pool, 3), "---")
+        pool.backend("b").checkResult(True, "HTTP 200", 1.0)
+        self.assertEqual(chooseMany(pool, 3, 1.0), "bbb")
+
+    def test_skipsBackendsThatAreDown(self) -> None:
+        """
+        Backends that are down are not chosen.
+        """
+        pool = makePool(check="http")
+        for name in ["a", "c"]:
+            pool.backend(name).checkResult(True, "HTTP 200", 1.0)
+        self.assertEqual(chooseMany(pool, 4, 1.0), "acac")
+
+    def test_skipsDrainingAndDisabled(self) -> None:
+        """
+        Draining and disabled backends are not chosen.
+        """
+        pool = makePool()
+        pool.backend("a").setState(BackendState.DRAINING, "operator", 0.0)
+        pool.backend("c").setState(BackendState.DISABLED, "operator", 0.0)
+        self.assertEqual(chooseMany(pool, 3), "bbb")
+
+    def test_chooseExcludes(self) -> None:
+        """
+        Backends in C{exclude} are not chosen.
+        """
+        for strategy in ["round-robin", "weighted-round-robin", "least-connections"]:
+            with self.subTest(strategy=strategy):
+                pool = makePool(strategy=strategy)
+                exclude = {pool.backend("a")}
+                self.assertEqual(chooseMany(pool, 4, exclude=exclude), "bcbc")
+
+    def test_noneWhenAllUnavailableOrExcluded(self) -> None:
+        """
+        L{BackendPool.choose} returns L{None} when every backend is down or
+        excluded.
+        """
+        pool = makePool()
+        for now in [1.0, 2.0, 3.0]:
+            pool.backend("a").requestFailed("connection refused", now)
+        self.assertEqual(
+            chooseMany(pool, 2, 3.0, exclude=[pool.backend("b"), pool.backend("c")]),
+            "--",
+        )
+
+    def test_halfOpenAfterCooldown(self) -> None:
+        """
+        Without active checks, a passively failed backend is skipped for the
+        pool's C{passive_cooldown}, then chosen again.
+        """
+        pool = makePool(check="none", cooldown=5.0)
+        for now in [1.0, 2.0, 3.0]:
+            pool.backend("a").requestFailed("connection refused", now)
+        self.assertEqual(chooseMany(pool, 4, 7.9), "bcbc")
+        self.assertEqual(chooseMany(pool, 3, 8.0), "abc")
