@@ -200,6 +200,21 @@ class PluginTests(SynchronousTestCase):
         ]:
             self.assertIn(option, result.stdout)
 
+    def test_installedPluginFound(self) -> None:
+        """
+        Once lbtwist is installed (C{pip install .}), C{twistd lbtwist
+        --help} works from any directory without the checkout on the path.
+        """
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)
+        result = subprocess.run(
+            [TWISTD, "lbtwist", "--help"],
+            env=env, cwd="/", capture_output=True,
+            text=True, timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("--backend", result.stdout)
+
     def test_twistdRefusesBadFile(self) -> None:
         """
         C{twistd -n lbtwist --config bad.toml} exits non-zero with the error,
