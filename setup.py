@@ -18,6 +18,7 @@ setup(
         "twisted[tls]>=26.10.0",
         "attrs>=23.1.0",
         "zope.interface>=6.0",
+        "prometheus_client>=0.20",
     ],
     extras_require={
         "test": ["pytest>=8", "treq>=24.9.1"],

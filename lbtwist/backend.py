@@ -18,6 +18,7 @@ from attrs import frozen
 from twisted.logger import Logger
 
 from lbtwist.config import BackendConfig, HealthCheckConfig
+from lbtwist.stats import BackendStats
 
 __all__ = ["BackendState", "StateChange", "logStateChange", "Backend"]
 
@@ -100,6 +101,7 @@ class Backend:
     @ivar active: Requests in flight (callers increment and decrement).
     @ivar requests: Requests started in total (callers increment).
     @ivar failures: Failed requests in total.
+    @ivar stats: Response, failure and latency statistics.
     @ivar lastCheckOk: Whether the last active check passed, or L{None}
         before the first one.
     @ivar lastCheckDetail: What the last active check saw, e.g.
@@ -133,6 +135,7 @@ class Backend:
         self.lastCheckOk: bool | None = None
         self.lastCheckDetail = ""
         self.lastCheckAt: float | None = None
+        self.stats = BackendStats()
         self.downSince: float | None = None
         self._health = health
         self._cooldown = cooldown

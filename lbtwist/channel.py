@@ -225,8 +225,10 @@ class ProxyChannel(HTTPChannel):
         self._rejected = True
         self._cancelHeadDeadline()
         self.persistent = False
+        response = errorResponse(code)
         if self.transport is not None:
-            self.transport.write(errorResponse(code))
+            self.transport.write(response)
+        self.site.refused(self, code, len(response))
         self.loseConnection()
 
     def _respondToBadRequestAndDisconnect(self) -> None:
@@ -258,11 +260,52 @@ class ProxyChannel(HTTPChannel):
 
     # Parsing
 
+    # Counting connections and bytes for the frontend's statistics
+
+    def connectionMade(self) -> None:
+        """
+        Count the connection.
+        """
+        self.site.stats.connectionOpened()
+        super().connectionMade()
+
+    def writeHeaders(
+        self, version: bytes, code: bytes, reason: bytes, headers: Headers
+    ) -> None:
+        """
+        Write a response head, counting its bytes.
+        """
+        head = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                head.extend((name, b": ", value, b"\r\n"))
+        head.append(b"\r\n")
+        self.site.stats.sent(sum(map(len, head)))
+        assert self.transport is not None
+        self.transport.writeSequence(head)
+
+    def write(self, data: bytes) -> None:
+        """
+        Write response bytes, counting them.
+        """
+        self.site.stats.sent(len(data))
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def writeSequence(self, iovec: list[bytes]) -> None:
+        """
+        Write response bytes, counting them.
+        """
+        self.site.stats.sent(sum(map(len, iovec)))
+        assert self.transport is not None
+        self.transport.writeSequence(iovec)
+
     def dataReceived(self, data: bytes) -> None:
         """
         Drop everything after a refusal; start the head deadline at the first
         byte of a request head.
         """
+        self.site.stats.received(len(data))
         if self._rejected:
             return
         if self._awaitingHead and not self._handlingRequest:
@@ -434,9 +477,10 @@ class ProxyChannel(HTTPChannel):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
-        Stop the head deadline.
+        Stop the head deadline; count the connection as closed.
         """
         self._cancelHeadDeadline()
+        self.site.stats.connectionClosed()
         super().connectionLost(reason)
 
 

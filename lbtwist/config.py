@@ -193,6 +193,38 @@ class FrontendConfig:
 
 
 @frozen
+class AdminConfig:
+    """
+    The admin listener: stats page, JSON API and metrics.
+
+    @ivar listen: A Twisted server endpoint description; a non-loopback
+        address requires a token.
+    @ivar token: When set, every admin request needs
+        C{Authorization: Bearer <token>}.
+    """
+
+    listen: str = "tcp:8081:interface=127.0.0.1"
+    token: str | None = None
+
+
+@frozen
+class SettingsConfig:
+    """
+    Process-wide settings.
+
+    @ivar access_log: A path, C{"-"} for standard output, or L{None} for no
+        access log.
+    @ivar access_log_format: C{"combined"} or C{"json"}.
+    @ivar state_file: Where runtime changes (drain, disable, weight) are kept;
+        L{None} to keep them in memory only.
+    """
+
+    access_log: str | None = None
+    access_log_format: str = "combined"
+    state_file: str | None = None
+
+
+@frozen
 class Config:
     """
     A whole, valid configuration.
@@ -200,11 +232,15 @@ class Config:
     @ivar frontends: At least one frontend, with unique names.
     @ivar pools: At least one pool, with unique names.
     @ivar source: Where the configuration came from (a file name).
+    @ivar admin: The admin listener, or L{None} for none.
+    @ivar settings: Process-wide settings.
     """
 
     frontends: tuple[FrontendConfig, ...]
     pools: tuple[PoolConfig, ...]
     source: str = "<config>"
+    admin: AdminConfig | None = None
+    settings: SettingsConfig = SettingsConfig()
 
     def pool(self, name: str) -> PoolConfig:
         """
@@ -403,6 +439,44 @@ def _endpoint(description: str) -> str:
     return description
 
 
+def isLoopbackEndpoint(description: str) -> bool:
+    """
+    Whether a server endpoint description listens only where other hosts
+    cannot connect: a loopback interface or a UNIX socket.
+
+    @param description: A valid server endpoint description.
+    """
+    endpoint = _buildEndpoint(description)
+    if hasattr(endpoint, "_address") and not hasattr(endpoint, "_interface"):
+        return True  # UNIX socket
+    interface = getattr(endpoint, "_interface", None)
+    if not isinstance(interface, str) or not interface:
+        return False
+    try:
+        return ipaddress.ip_address(interface.split("%")[0]).is_loopback
+    except ValueError:
+        return interface == "localhost"
+
+
+def _parseAdmin(table: Mapping[str, object]) -> AdminConfig:
+    admin = AdminConfig(**_read(table, "[admin]", _ADMIN))
+    if admin.token is not None and not admin.token:
+        raise ConfigError("[admin]: token must not be empty")
+    if admin.token is None and not isLoopbackEndpoint(admin.listen):
+        raise ConfigError(
+            f'[admin]: listen "{admin.listen}" is not a loopback address; '
+            "set a token to expose the admin listener"
+        )
+    return admin
+
+
+def _parseSettings(table: Mapping[str, object], source: str) -> SettingsConfig:
+    values = _read(table, "[settings]", _SETTINGS)
+    if "state_file" not in values and not source.startswith("<"):
+        values["state_file"] = source + ".state.json"
+    return SettingsConfig(**values)
+
+
 def _network(text: str) -> str:
     try:
         return str(ipaddress.ip_network(text, strict=False))
@@ -552,7 +626,22 @@ def _url(value: object) -> tuple[str, str, str, int]:
 
 # Sections: which keys each may have, and the check for each key.
 
-_TOP_LEVEL = {"frontend": _tables("[[frontend]]"), "pool": _tables("[[pool]]")}
+_TOP_LEVEL = {
+    "frontend": _tables("[[frontend]]"),
+    "pool": _tables("[[pool]]"),
+    "admin": _table("[admin]"),
+    "settings": _table("[settings]"),
+}
+
+_ADMIN = {"listen": lambda value: _endpoint(_string(value)), "token": _string}
+
+_ACCESS_LOG_FORMATS = ("combined", "json")
+
+_SETTINGS = {
+    "access_log": _string,
+    "access_log_format": _choice(_ACCESS_LOG_FORMATS),
+    "state_file": _string,
+}
 
 _FRONTEND = {
     "name": _name,
@@ -711,7 +800,11 @@ def parseConfig(document: Mapping[str, object], source: str = "<config>") -> Con
         for index, table in enumerate(values["frontend"], 1)
     )
     _requireUniqueNames([frontend.name for frontend in frontends], "frontend")
-    return Config(frontends=frontends, pools=pools, source=source)
+    admin = _parseAdmin(values["admin"]) if "admin" in values else None
+    settings = _parseSettings(values.get("settings", {}), source)
+    return Config(
+        frontends=frontends, pools=pools, source=source, admin=admin, settings=settings
+    )
 
 
 def loadConfig(path: str) -> Config:
@@ -778,6 +871,8 @@ def configFromOptions(
     backends: Sequence[str],
     strategy: str = "round-robin",
     healthPath: str | None = None,
+    admin: str | None = None,
+    accessLog: str | None = None,
 ) -> Config:
     """
     Build a configuration from the quick-form command-line options: one
@@ -788,6 +883,9 @@ def configFromOptions(
     @param strategy: C{--strategy}, one of L{STRATEGY_NAMES}.
     @param healthPath: C{--health-path}: check over HTTP on this path; if
         L{None}, check by connecting over TCP.
+    @param admin: C{--admin}: the admin listener's endpoint, if any (it must
+        be a loopback address: the quick form has no token).
+    @param accessLog: C{--access-log}: a path or C{"-"}, if any.
     @return: The configuration.
     @raise ConfigError: Naming the option.
     """
@@ -811,4 +909,18 @@ def configFromOptions(
     frontend = FrontendConfig(
         name="default", listen=endpoints or ("tcp:8080",), pool="default"
     )
-    return Config(frontends=(frontend,), pools=(pool,), source="<command line>")
+    adminConfig = None
+    if admin is not None:
+        adminConfig = _checkOption("--admin", admin, lambda d: AdminConfig(_endpoint(d)))
+        if not isLoopbackEndpoint(adminConfig.listen):
+            raise ConfigError(
+                f'--admin "{admin}" is not a loopback address; use a '
+                "configuration file with an [admin] token to expose it"
+            )
+    return Config(
+        frontends=(frontend,),
+        pools=(pool,),
+        source="<command line>",
+        admin=adminConfig,
+        settings=SettingsConfig(access_log=accessLog),
+    )

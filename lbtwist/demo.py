@@ -34,6 +34,11 @@ DEMO_LISTEN: tuple[str, ...] = ("tcp:8080:interface=127.0.0.1",)
 Where the demo balancer listens by default.
 """
 
+DEMO_ADMIN = "tcp:8081:interface=127.0.0.1"
+"""
+Where the demo's admin page (stats, JSON API, metrics) listens by default.
+"""
+
 HEALTH_PATH = b"/healthz"
 """
 The path the demo backends answer with C{ok} and the demo pool checks.
@@ -122,9 +127,9 @@ def demoServices(
         endpoint = TCP4ServerEndpoint(
             reactor, port, interface=interface
         )
-        service = StreamServerEndpointService(
-            endpoint, site
-        )
+        service = StreamServerEndpointService(endpoint, site)
+        # A port already in use stops twistd instead of being only logged.
+        service._raiseSynchronously = True
         services.append(service)
     return services
 
@@ -132,6 +137,7 @@ def demoServices(
 def demoConfig(
     listen: Sequence[str] = DEMO_LISTEN,
     ports: Sequence[int] = DEMO_PORTS,
+    admin: str = DEMO_ADMIN,
 ) -> Config:
     """
     The balancer configuration in front of the demo backends.
@@ -143,6 +149,8 @@ def demoConfig(
 
     @param listen: Twisted server endpoint descriptions for the frontend.
     @param ports: The demo backends' ports, as given to L{demoServices}.
+    @param admin: The admin listener's endpoint description (stats page,
+        JSON API and metrics).
     @return: The validated configuration.
     @raise lbtwist.config.ConfigError: If C{listen} or C{ports} are invalid.
     """
@@ -163,5 +171,6 @@ def demoConfig(
                 ],
             }
         ],
+        "admin": {"listen": admin},
     }
     return parseConfig(document, source="<demo>")

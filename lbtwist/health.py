@@ -438,17 +438,21 @@ class HealthCheck(Service):
         probe: IHealthProbe,
         interval: float,
         onResult: Callable[[ProbeResult], None],
+        paused: Callable[[], bool] = lambda: False,
     ) -> None:
         """
         @param clock: Schedules the ticks.
         @param probe: Checks the backend once per tick.
         @param interval: Seconds between the starts of two ticks.
         @param onResult: Called with every L{ProbeResult} while running.
+        @param paused: Asked at every tick; no probe is sent while it returns
+            C{True} (a backend disabled by an operator).
         """
         self.clock = clock
         self.probe = probe
         self.interval = interval
         self.onResult = onResult
+        self.paused = paused
         self._loop: LoopingCall | None = None
         self._pending: Deferred[ProbeResult] | None = None
 
@@ -501,6 +505,11 @@ class HealthCheck(Service):
                 probe=self.probe,
             )
             return
+        try:
+            if self.paused():
+                return
+        except Exception:
+            _log.failure("while asking whether health checks are paused")
         started = self.clock.seconds()
         try:
             d = self.probe.probe()

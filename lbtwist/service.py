@@ -7,21 +7,28 @@ connection pools (closed on shutdown).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import gatherResults
+from twisted.internet.defer import gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.web.client import HTTPConnectionPool
+from twisted.web.server import Site
 from twisted.web.iweb import IAgent
 
-from lbtwist.backend import Backend, logStateChange
-from lbtwist.config import Config, FrontendConfig, PoolConfig
+from lbtwist.accesslog import openAccessLog
+from lbtwist.admin import adminResource
+from lbtwist.backend import Backend, BackendState, logStateChange
+from lbtwist.balancer import Balancer
+from lbtwist.config import Config
 from lbtwist.health import HealthCheck, ProbeResult, healthAgent, probeFor
+from lbtwist.metrics import metricsRegistry
 from lbtwist.pool import BackendPool
+from lbtwist.statefile import StateFile
+from lbtwist.stats import FrontendStats
 from lbtwist.web import PoolResource, ProxySite, makeAgent
 
 _log = Logger()
@@ -79,26 +86,32 @@ class FrontendListener(StreamServerEndpointService):
         return port
 
 
-class _ConnectionPoolCloser(Service):
+class _CleanUp(Service):
     """
-    Closes cached upstream connections when the service tree stops.
+    Runs clean-up steps when the service tree stops: closing cached upstream
+    connections, closing the access log.
     """
 
-    def __init__(self, pools: list[HTTPConnectionPool]) -> None:
-        self._pools = pools
+    def __init__(self, steps: Sequence[Callable[[], object]]) -> None:
+        self._steps = steps
 
     def stopService(self) -> Any:
         super().stopService()
-        return gatherResults([p.closeCachedConnections() for p in self._pools])
+        return gatherResults([maybeDeferred(step) for step in self._steps])
 
 
-def _recordCheck(reactor: Any, backend: Backend) -> Any:
+def _recordCheck(reactor: Any, backend: Backend) -> Callable[[ProbeResult], None]:
     def record(result: ProbeResult) -> None:
+        backend.stats.recordCheck(result.duration)
         change = backend.checkResult(result.ok, result.detail, reactor.seconds())
         if change is not None:
             logStateChange(change)
 
     return record
+
+
+def _isDisabled(backend: Backend) -> Callable[[], bool]:
+    return lambda: backend.state is BackendState.DISABLED
 
 
 def _healthChecks(reactor: Any, pool: BackendPool, agent: IAgent) -> list[IService]:
@@ -112,18 +125,32 @@ def _healthChecks(reactor: Any, pool: BackendPool, agent: IAgent) -> list[IServi
                     probe,
                     pool.config.health.interval,
                     _recordCheck(reactor, backend),
+                    _isDisabled(backend),
                 )
             )
     return checks
 
 
 def _listeners(
-    reactor: Any, frontend: FrontendConfig, site: ProxySite
+    reactor: Any, frontend: str, listen: Sequence[str], factory: Any
 ) -> list[IService]:
     return [
-        FrontendListener(frontend.name, serverFromString(reactor, listen), site)
-        for listen in frontend.listen
+        FrontendListener(frontend, serverFromString(reactor, description), factory)
+        for description in listen
     ]
+
+
+class _AdminSite(Site):
+    """
+    The admin listener's site: quiet, no access log.
+    """
+
+    noisy = False
+
+    def log(self, request: Any) -> None:
+        """
+        Log nothing.
+        """
 
 
 def makeService(config: Config, reactor: Any) -> MultiService:
@@ -135,22 +162,53 @@ def makeService(config: Config, reactor: Any) -> MultiService:
     @return: A L{MultiService} to start (twistd starts it).
     """
     root = MultiService()
+    settings = config.settings
+    accessLog = (
+        None
+        if settings.access_log is None
+        else openAccessLog(settings.access_log, settings.access_log_format)
+    )
     probeAgent = healthAgent(reactor)
     connectionPools: list[HTTPConnectionPool] = []
-    resources: dict[str, tuple[PoolResource, PoolConfig]] = {}
+    pools: list[BackendPool] = []
+    resources: dict[str, PoolResource] = {}
     for poolConfig in config.pools:
         pool = BackendPool(poolConfig)
+        pools.append(pool)
         agent, connections = makeAgent(reactor, poolConfig)
         connectionPools.append(connections)
-        resources[poolConfig.name] = (PoolResource(reactor, pool, agent), poolConfig)
+        resources[poolConfig.name] = PoolResource(reactor, pool, agent)
         for check in _healthChecks(reactor, pool, probeAgent):
             check.setServiceParent(root)
-    for frontend in config.frontends:
-        resource, poolConfig = resources[frontend.pool]
-        site = ProxySite(resource, frontend, poolConfig.max_body_size, reactor)
-        for listener in _listeners(reactor, frontend, site):
+    frontends = [(frontend, FrontendStats()) for frontend in config.frontends]
+    stateFile = None if settings.state_file is None else StateFile(settings.state_file)
+    balancer = Balancer(pools, frontends, reactor, stateFile)
+    balancer.applyState()
+    for frontend, stats in frontends:
+        site = ProxySite(
+            resources[frontend.pool],
+            frontend,
+            config.pool(frontend.pool).max_body_size,
+            reactor,
+            stats,
+            accessLog,
+        )
+        for listener in _listeners(reactor, frontend.name, frontend.listen, site):
             listener.setServiceParent(root)
-    _ConnectionPoolCloser(connectionPools).setServiceParent(root)
+    if config.admin is not None:
+        admin = adminResource(
+            balancer,
+            reactor,
+            metricsRegistry(balancer, reactor),
+            config.admin.token,
+            started=reactor.seconds(),
+        )
+        for listener in _listeners(
+            reactor, "admin", [config.admin.listen], _AdminSite(admin)
+        ):
+            listener.setServiceParent(root)
+    steps: list[Callable[[], object]] = [p.closeCachedConnections for p in connectionPools]
+    if accessLog is not None:
+        steps.append(accessLog.close)
+    _CleanUp(steps).setServiceParent(root)
     return root
-
-

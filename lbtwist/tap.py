@@ -35,7 +35,7 @@ class Options(usage.Options):
 
     optFlags = [
         ["demo", None, "Run three demo backends on 127.0.0.1:9001-9003 behind "
-         "a balancer on 127.0.0.1:8080."],
+         "a balancer on 127.0.0.1:8080, with the admin page on 127.0.0.1:8081."],
     ]
     optParameters = [
         ["config", "c", None, "The TOML configuration file."],
@@ -43,6 +43,11 @@ class Options(usage.Options):
          "Quick form: round-robin, weighted-round-robin or least-connections."],
         ["health-path", None, None,
          "Quick form: HTTP health check path (default: a TCP connect check)."],
+        ["admin", None, None,
+         "Quick form: the admin listener (stats page, JSON API, metrics), "
+         "e.g. tcp:8081:interface=127.0.0.1; loopback only."],
+        ["access-log", None, None,
+         "Quick form: access log file, or - for standard output."],
     ]
 
     def __init__(self) -> None:
@@ -70,7 +75,13 @@ class Options(usage.Options):
 
         @raise usage.UsageError: With the configuration error's message.
         """
-        quick = bool(self["listen"] or self["backend"] or self["health-path"])
+        quick = bool(
+            self["listen"]
+            or self["backend"]
+            or self["health-path"]
+            or self["admin"]
+            or self["access-log"]
+        )
         chosen = [bool(self["config"]), quick, bool(self["demo"])]
         if sum(chosen) > 1:
             raise usage.UsageError(
@@ -95,6 +106,8 @@ class Options(usage.Options):
             self["backend"],
             strategy=self["strategy"],
             healthPath=self["health-path"],
+            admin=self["admin"],
+            accessLog=self["access-log"],
         )
 
 

@@ -38,8 +38,10 @@ from twisted.web.resource import Resource
 
 from lbtwist.backend import Backend, logStateChange
 from lbtwist.channel import ProxyChannel, connectionTokens, errorBody
+from lbtwist.accesslog import AccessLog, AccessRecord
 from lbtwist.config import FrontendConfig, PoolConfig
 from lbtwist.pool import BackendPool
+from lbtwist.stats import FrontendStats
 from lbtwist.upstream import (
     RESPONSE_HOP_BY_HOP,
     BackendEndpoints,
@@ -89,17 +91,22 @@ class UpstreamAttemptFailed(Exception):
     One attempt to forward a request to one backend failed before any of the
     response reached the client.
 
+    @ivar kind: The kind of failure, one of L{lbtwist.stats.FAILURE_KINDS}.
     @ivar reason: A short reason for logs (C{"connection refused"}).
     @ivar sent: Whether the request may have reached the backend.
     @ivar timedOut: Whether it failed by a timeout (504) rather than a
         connection or protocol failure (502).
     """
 
-    def __init__(self, reason: str, sent: bool, timedOut: bool) -> None:
+    _NOT_SENT = frozenset({"connect_refused", "connect_timeout", "connect_error"})
+    _TIMEOUTS = frozenset({"connect_timeout", "response_timeout"})
+
+    def __init__(self, kind: str, reason: str) -> None:
         super().__init__(reason)
+        self.kind = kind
         self.reason = reason
-        self.sent = sent
-        self.timedOut = timedOut
+        self.sent = kind not in self._NOT_SENT
+        self.timedOut = kind in self._TIMEOUTS
 
 
 def classifyFailure(failure: Failure) -> UpstreamAttemptFailed:
@@ -110,36 +117,31 @@ def classifyFailure(failure: Failure) -> UpstreamAttemptFailed:
         response timeout.
     """
     if failure.check(RequestNotSent):
-        return UpstreamAttemptFailed("request not sent", sent=False, timedOut=False)
+        return UpstreamAttemptFailed("connect_error", "request not sent")
     if failure.check(ierror.ConnectingCancelledError, ierror.TimeoutError):
-        return UpstreamAttemptFailed("connect timeout", sent=False, timedOut=True)
+        return UpstreamAttemptFailed("connect_timeout", "connect timeout")
     if failure.check(ierror.ConnectionRefusedError):
-        return UpstreamAttemptFailed("connection refused", sent=False, timedOut=False)
+        return UpstreamAttemptFailed("connect_refused", "connection refused")
     if failure.check(*_CONNECT_FAILURES):
         return UpstreamAttemptFailed(
-            "cannot connect: %s" % (failure.getErrorMessage(),),
-            sent=False,
-            timedOut=False,
+            "connect_error", "cannot connect: %s" % (failure.getErrorMessage(),)
         )
     if failure.check(DeferredTimeoutError, CancelledError):
-        return UpstreamAttemptFailed("response timeout", sent=True, timedOut=True)
+        return UpstreamAttemptFailed("response_timeout", "response timeout")
     if isinstance(failure.value, ResponseFailed):
         reasons: list[Failure] = failure.value.reasons
         if any(f.check(DeferredTimeoutError, CancelledError) for f in reasons):
-            return UpstreamAttemptFailed(
-                "response timeout", sent=True, timedOut=True
-            )
+            return UpstreamAttemptFailed("response_timeout", "response timeout")
         invalid = [
             f for f in reasons if not f.check(ierror.ConnectionDone, ierror.ConnectionLost)
         ]
         if invalid:
             return UpstreamAttemptFailed(
+                "invalid_response",
                 "invalid response: %s" % (invalid[0].getErrorMessage(),),
-                sent=True,
-                timedOut=False,
             )
     return UpstreamAttemptFailed(
-        "connection lost before the response", sent=True, timedOut=False
+        "connection_lost", "connection lost before the response"
     )
 
 
@@ -397,11 +399,13 @@ class _Attempts:
         self._relay: _ResponseRelay | None = None
         self._clientGone = False
         self._lastFailure: UpstreamAttemptFailed | None = None
-        site = request.channel.site
+        self._retryReasons: list[str] = []
+        self._attemptStarted = 0.0
+        self._site = site = request.channel.site
         self._headers = upstreamHeaders(
             request, site.frontend, site.trustedNetworks, None
         )
-        request.notifyFinish().addErrback(self._clientLost)
+        request.notifyFinish().addBoth(self._done)
 
     def start(self) -> None:
         """
@@ -417,6 +421,7 @@ class _Attempts:
         self._tried.append(backend)
         backend.active += 1
         backend.requests += 1
+        self._attemptStarted = self._reactor.seconds()
         d = proxy.forward(self._request, self._headers)
         self._pending = d
         d.addCallbacks(
@@ -449,11 +454,14 @@ class _Attempts:
         if not isinstance(problem, UpstreamAttemptFailed):
             problem = classifyFailure(failure)
         self._lastFailure = problem
-        change = backend.requestFailed(problem.reason, self._reactor.seconds())
+        now = self._reactor.seconds()
+        backend.stats.recordFailure(problem.kind, now - self._attemptStarted, now)
+        change = backend.requestFailed(problem.reason, now)
         if change is not None:
             logStateChange(change)
         retryable = not problem.sent or _isIdempotent(self._request.method)
         if retryable and len(self._tried) <= self._retries:
+            self._retryReasons.append("%s: %s" % (backend.name, problem.reason))
             _log.info(
                 "retrying {method} {target} after {backend}: {reason}",
                 method=self._request.method.decode("ascii", "replace"),
@@ -491,8 +499,16 @@ class _Attempts:
             headers.setRawHeaders(b"connection", [b"close"])
         request.responseHeaders = headers
 
+        status = response.code
+        started = self._attemptStarted
+
         def finished(reason: Failure | None) -> None:
             backend.active -= 1
+            now = self._reactor.seconds()
+            if reason is None:
+                backend.stats.recordResponse(status, now - started, now)
+            elif not self._clientGone:
+                backend.stats.recordFailure("truncated", now - started, now)
 
         relay = _ResponseRelay(request, backend.address, finished)
         self._relay = relay
@@ -502,6 +518,29 @@ class _Attempts:
             request.registerProducer(producer, True)
             if request.channel._waitingForTransport:
                 producer.pauseProducing()
+
+    def _done(self, result: object) -> None:
+        """
+        The response to the client is complete (or the client went away):
+        count it and write the access log line.
+        """
+        if isinstance(result, Failure):
+            self._clientLost(result)
+        request = self._request
+        site = self._site
+        site.stats.recordResponse(request.code)
+        if site.accessLog is not None:
+            site.accessLog.log(
+                accessRecord(
+                    request,
+                    self._reactor.seconds(),
+                    site.frontend.name,
+                    self._tried[-1].pool if self._tried else site.poolName,
+                    self._tried[-1].name if self._tried else None,
+                    len(self._tried),
+                    tuple(self._retryReasons),
+                )
+            )
 
     def _clientLost(self, failure: Failure) -> None:
         self._clientGone = True
@@ -568,6 +607,49 @@ class PoolResource(Resource):
         return None if backend is None else self.proxies[backend.name]
 
 
+def accessRecord(
+    request: ProxyRequest,
+    now: float,
+    frontend: str,
+    pool: str,
+    backend: str | None,
+    attempts: int,
+    retryReasons: tuple[str, ...],
+) -> AccessRecord:
+    """
+    The access log record of a finished request.
+
+    @param request: The request.
+    @param now: When it finished.
+    @param frontend: The frontend's name.
+    @param pool: The pool's name.
+    @param backend: The backend that answered last, if any.
+    @param attempts: How many backends were tried.
+    @param retryReasons: Why each retry was made.
+    """
+    headers = request.requestHeaders
+    referer = headers.getRawHeaders(b"referer")
+    agent = headers.getRawHeaders(b"user-agent")
+    peer = request.getClientAddress()
+    return AccessRecord(
+        timestamp=now,
+        client=str(getattr(peer, "host", "-")),
+        method=request.method.decode("latin-1"),
+        target=request.uri.decode("latin-1"),
+        version=(request.clientproto or b"HTTP/1.1").decode("latin-1"),
+        status=request.code,
+        bytes=request.sentLength,
+        duration=now - request.started,
+        frontend=frontend,
+        pool=pool,
+        backend=backend,
+        attempts=attempts,
+        retryReasons=retryReasons,
+        referer=referer[0].decode("latin-1") if referer else None,
+        userAgent=agent[0].decode("latin-1") if agent else None,
+    )
+
+
 def makeAgent(reactor: Any, pool: PoolConfig) -> tuple[Agent, UpstreamConnectionPool]:
     """
     An L{Agent} for a pool's backends with its own keep-alive connection
@@ -591,10 +673,20 @@ class ProxyRequest(server.Request):
     """
     A request on a frontend: no form parsing, no default content type, and
     straight to the site's root resource (no traversal).
+
+    @ivar started: When the request line arrived.
     """
 
     defaultContentType = None
     channel: ProxyChannel
+
+    def __init__(self, channel: ProxyChannel, queued: object = None) -> None:
+        """
+        @param channel: The client connection.
+        @param queued: Unused (Twisted's legacy argument).
+        """
+        super().__init__(channel)
+        self.started: float = channel.site.reactor.seconds()
 
     def handleContentChunk(self, data: bytes) -> None:
         """
@@ -643,9 +735,12 @@ class ProxySite(server.Site):
 
     @ivar frontend: The frontend's settings.
     @ivar trustedNetworks: Networks whose forwarding fields are trusted.
+    @ivar stats: The frontend's counters.
+    @ivar accessLog: Where to log each request, if anywhere.
+    @ivar poolName: The name of the pool the frontend forwards to.
     """
 
-    requestFactory = ProxyRequest
+    requestFactory = ProxyRequest  # type: ignore[assignment]
     noisy = False
 
     def __init__(
@@ -654,15 +749,22 @@ class ProxySite(server.Site):
         frontend: FrontendConfig,
         maxBodySize: int,
         reactor: Any,
+        stats: FrontendStats | None = None,
+        accessLog: AccessLog | None = None,
     ) -> None:
         """
         @param resource: The root resource (a L{PoolResource}).
         @param frontend: The frontend's settings.
         @param maxBodySize: The request body limit of the frontend's pool.
         @param reactor: The reactor.
+        @param stats: The frontend's counters (new ones if not given).
+        @param accessLog: Where to log each request, if anywhere.
         """
         super().__init__(resource, timeout=frontend.idle_timeout, reactor=reactor)
         self.frontend = frontend
+        self.poolName = frontend.pool
+        self.stats = FrontendStats() if stats is None else stats
+        self.accessLog = accessLog
         self.maxBodySize = maxBodySize
         self.trustedNetworks = tuple(
             ipaddress.ip_network(n, strict=False) for n in frontend.trusted_proxies
@@ -680,13 +782,46 @@ class ProxySite(server.Site):
         )
         channel.factory = self
         channel.site = self
-        channel.requestFactory = self.requestFactory
+        channel.requestFactory = self.requestFactory  # type: ignore[assignment]
         # As HTTPFactory.buildProtocol does: timeouts on this site's reactor.
         channel.callLater = self.reactor.callLater  # type: ignore[method-assign,assignment]
         channel.timeOut = self.timeOut  # type: ignore[assignment]
         return channel
 
+    def refused(self, channel: ProxyChannel, code: int, size: int) -> None:
+        """
+        Count and log a request the channel refused before processing it.
+
+        @param channel: The client connection.
+        @param code: The status sent.
+        @param size: The bytes sent.
+        """
+        self.stats.recordResponse(code)
+        if self.accessLog is None:
+            return
+        peer = channel.transport.getPeer() if channel.transport else None
+        now = self.reactor.seconds()
+        self.accessLog.log(
+            AccessRecord(
+                timestamp=now,
+                client=str(getattr(peer, "host", "-")),
+                method="-",
+                target="-",
+                version="-",
+                status=code,
+                bytes=size,
+                duration=0.0,
+                frontend=self.frontend.name,
+                pool=self.poolName,
+                backend=None,
+                attempts=0,
+                retryReasons=(),
+                referer=None,
+                userAgent=None,
+            )
+        )
+
     def log(self, request: Any) -> None:
         """
-        No access log yet.
+        Twisted's own access log is not used; see L{AccessLog}.
         """

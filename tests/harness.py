@@ -1178,7 +1178,7 @@ class Lbtwist:
         _register(owner, self.stop)
         self._reader = threading.Thread(target=self._readLines, daemon=True)
         self._reader.start()
-        expected = max(1, config.count("[[frontend]]"))
+        expected = max(1, config.count("[[frontend]]")) + config.count("[admin]")
         self.ports: dict[str, int] = {}
         deadline = time.monotonic() + timeout
         start = 0

@@ -21,12 +21,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from lbtwist.config import (
     STRATEGY_NAMES,
+    AdminConfig,
     BackendConfig,
     Config,
     ConfigError,
     FrontendConfig,
     HealthCheckConfig,
     PoolConfig,
+    SettingsConfig,
     configFromOptions,
     loadConfig,
     parseBackendSpec,
@@ -241,6 +243,7 @@ class ExampleTests(SynchronousTestCase):
                     ),
                 ),
                 source="lbtwist.toml",
+                settings=SettingsConfig(state_file="lbtwist.toml.state.json"),
             ),
         )
 
@@ -1241,3 +1244,95 @@ class IsolationTests(SynchronousTestCase):
             timeout=60,
         )
         self.assertEqual((result.returncode, result.stderr), (0, b""))
+
+
+class AdminAndSettingsTests(SynchronousTestCase):
+    """
+    The C{[admin]} and C{[settings]} sections.
+    """
+
+    BASE = (
+        '[[frontend]]\nname = "web"\nlisten = "tcp:8080"\npool = "app"\n'
+        '[[pool]]\nname = "app"\n[[pool.backend]]\nurl = "http://127.0.0.1:9001"\n'
+    )
+
+    def parse(self, extra: str, source: str = "lbtwist.toml") -> Config:
+        return parseConfig(tomllib.loads(self.BASE + extra), source=source)
+
+    def test_defaults(self) -> None:
+        """
+        Without the sections there is no admin listener and no access log,
+        and runtime state goes next to the configuration file.
+        """
+        config = self.parse("")
+        self.assertIsNone(config.admin)
+        self.assertEqual(
+            config.settings,
+            SettingsConfig(
+                access_log=None,
+                access_log_format="combined",
+                state_file="lbtwist.toml.state.json",
+            ),
+        )
+        self.assertIsNone(self.parse("", source="<config>").settings.state_file)
+
+    def test_admin(self) -> None:
+        """
+        The admin listener and token are read.
+        """
+        config = self.parse(
+            '[admin]\nlisten = "tcp:9999:interface=0.0.0.0"\ntoken = "s3cret"\n'
+        )
+        self.assertEqual(
+            config.admin, AdminConfig(listen="tcp:9999:interface=0.0.0.0", token="s3cret")
+        )
+        self.assertEqual(self.parse("[admin]\n").admin, AdminConfig())
+
+    def test_nonLoopbackAdminNeedsToken(self) -> None:
+        """
+        An admin listener reachable from other hosts without a token is an
+        error.
+        """
+        for listen in ["tcp:8081", "tcp:8081:interface=0.0.0.0"]:
+            e = self.assertRaises(
+                ConfigError, self.parse, f'[admin]\nlisten = "{listen}"\n'
+            )
+            self.assertIn("[admin]: listen", str(e))
+            self.assertIn("set a token", str(e))
+
+    def test_settings(self) -> None:
+        """
+        Access log, its format and the state file are read; a bad format or
+        an unknown key is an error naming it.
+        """
+        config = self.parse(
+            '[settings]\naccess_log = "-"\naccess_log_format = "json"\n'
+            'state_file = "/var/lib/lbtwist/state.json"\n'
+        )
+        self.assertEqual(
+            config.settings,
+            SettingsConfig("-", "json", "/var/lib/lbtwist/state.json"),
+        )
+        e = self.assertRaises(
+            ConfigError, self.parse, '[settings]\naccess_log_format = "xml"\n'
+        )
+        self.assertIn("[settings]: access_log_format", str(e))
+        e = self.assertRaises(ConfigError, self.parse, "[settings]\nacess_log = 1\n")
+        self.assertIn('unknown key "acess_log"', str(e))
+
+    def test_quickFormAdmin(self) -> None:
+        """
+        C{--admin} must be a loopback address in the quick form.
+        """
+        config = configFromOptions(
+            [], ["http://127.0.0.1:9001"], admin="tcp:8081:interface=127.0.0.1"
+        )
+        self.assertEqual(config.admin, AdminConfig("tcp:8081:interface=127.0.0.1"))
+        self.assertRaises(
+            ConfigError,
+            configFromOptions,
+            [],
+            ["http://127.0.0.1:9001"],
+            admin="tcp:8081",
+        )
+

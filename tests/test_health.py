@@ -734,3 +734,35 @@ class HealthAgentTests(SynchronousTestCase):
         self.assertIn(b"\r\nhost: 127.0.0.1:9001\r\n", head)
         protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
         self.assertEqual(self.successResultOf(d), ProbeResult(True, "HTTP 200", 0.0))
+
+
+class HealthCheckPauseTests(SynchronousTestCase):
+    """
+    Health checks of a disabled backend are paused.
+    """
+
+    def test_noProbesWhilePaused(self) -> None:
+        """
+        No probe is sent while C{paused} returns C{True}; probing resumes
+        when it returns C{False}.
+        """
+        clock = Clock()
+        probes: list[Deferred[ProbeResult]] = []
+
+        @implementer(IHealthProbe)
+        class Probe:
+            def probe(self) -> Deferred[ProbeResult]:
+                d: Deferred[ProbeResult] = Deferred()
+                probes.append(d)
+                d.callback(ProbeResult(True, "ok", 0.0))
+                return d
+
+        paused = [True]
+        check = HealthCheck(clock, Probe(), 1.0, lambda r: None, lambda: paused[0])
+        check.startService()
+        clock.advance(3)
+        self.assertEqual(probes, [])
+        paused[0] = False
+        clock.advance(1)
+        self.assertEqual(len(probes), 1)
+        check.stopService()

@@ -1,0 +1,1 @@
+An admin listener (``[admin]`` or ``--admin``; loopback only unless a token is set) serves a stats page, a JSON API to drain, disable, enable and re-weight backends at runtime (persisted in ``state_file``), and Prometheus metrics at ``/metrics``; ``[settings] access_log`` writes one combined or JSON line per request.

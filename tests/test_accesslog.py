@@ -1,0 +1,360 @@
+# -*- test-case-name: tests.test_accesslog -*-
+"""
+Tests for L{lbtwist.accesslog}.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+
+from attrs import evolve
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http import _escape as twistedEscape
+
+from lbtwist.accesslog import (
+    ACCESS_LOG_FORMATS,
+    AccessLog,
+    AccessRecord,
+    formatCombined,
+    formatJSON,
+    openAccessLog,
+)
+
+# 2026-11-24 15:32:55.5 UTC
+TIMESTAMP = 1795534375.5
+
+RECORD = AccessRecord(
+    timestamp=TIMESTAMP,
+    client="127.0.0.1",
+    method="GET",
+    target="/p",
+    version="HTTP/1.1",
+    status=200,
+    bytes=27,
+    duration=0.00125,
+    frontend="web",
+    pool="app",
+    backend="127.0.0.1:9001",
+    attempts=1,
+    retryReasons=(),
+    referer=None,
+    userAgent="curl/8",
+)
+
+COMBINED = (
+    '127.0.0.1 - - [24/Nov/2026:15:32:55 +0000] "GET /p HTTP/1.1" 200 27 "-"'
+    ' "curl/8" pool=app backend=127.0.0.1:9001 attempts=1 duration_ms=1.250'
+)
+
+
+class FlushCountingIO(io.StringIO):
+    """
+    A L{io.StringIO} that counts calls to C{flush}.
+    """
+
+    flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+class FormatCombinedTests(SynchronousTestCase):
+    """
+    Tests for L{formatCombined}.
+    """
+
+    def test_format(self) -> None:
+        """
+        A record is Apache's combined format followed by the pool, backend,
+        attempts and duration in milliseconds.
+        """
+        self.assertEqual(formatCombined(RECORD), COMBINED)
+
+    def test_retries(self) -> None:
+        """
+        When there were retries, their reasons follow, quoted and separated
+        by semicolons.
+        """
+        record = evolve(
+            RECORD,
+            attempts=3,
+            retryReasons=("connection refused", "response timeout"),
+        )
+        self.assertEqual(
+            formatCombined(record),
+            COMBINED.replace("attempts=1", "attempts=3")
+            + ' retries="connection refused; response timeout"',
+        )
+
+    def test_refererAndAgent(self) -> None:
+        """
+        The C{Referer} and C{User-Agent} are quoted; a missing one is C{-}.
+        """
+        record = evolve(RECORD, referer="http://example.com/", userAgent=None)
+        self.assertIn(' "http://example.com/" "-" pool=', formatCombined(record))
+
+    def test_noBytes(self) -> None:
+        """
+        A response without body bytes shows C{-} for the size, as Apache's
+        C{%b} does.
+        """
+        record = evolve(RECORD, status=304, bytes=0)
+        self.assertIn('"GET /p HTTP/1.1" 304 - "-"', formatCombined(record))
+
+    def test_noBackend(self) -> None:
+        """
+        A request no backend answered shows C{backend=-}.
+        """
+        record = evolve(RECORD, status=503, bytes=0, backend=None, attempts=0)
+        self.assertIn(" 503 - ", formatCombined(record))
+        self.assertIn(
+            " pool=app backend=- attempts=0 duration_ms=1.250", formatCombined(record)
+        )
+
+    def test_escapesQuotesAndControls(self) -> None:
+        """
+        Quotes, backslashes, line breaks and other control bytes in the
+        request are backslash-escaped, so they cannot end a field or a line.
+        """
+        record = evolve(
+            RECORD,
+            target='/a"b\\c\r\n\x00\x7f',
+            userAgent='x" 200 1 "y',
+            referer="\t",
+        )
+        line = formatCombined(record)
+        self.assertIn('"GET /a\\"b\\\\c\\r\\n\\x00\\x7f HTTP/1.1"', line)
+        self.assertIn(' "\\t" "x\\" 200 1 \\"y" pool=', line)
+        self.assertNotIn("\n", line)
+
+    def test_escapesLikeTwisted(self) -> None:
+        """
+        A request's bytes, decoded as ISO-8859-1, are escaped exactly as
+        Twisted's own access log escapes them.
+        """
+        for raw in [b"'", b'"', b"'\"", b"\\'", bytes(range(256))]:
+            record = evolve(RECORD, target=raw.decode("latin-1"))
+            self.assertIn(
+                f'"GET {twistedEscape(raw)} HTTP/1.1"', formatCombined(record)
+            )
+
+    def test_escapesWideCharacters(self) -> None:
+        """
+        Characters beyond U+00FF become C{\\u} and C{\\U} escapes.
+        """
+        record = evolve(RECORD, userAgent="\u0100\U0001f600")
+        self.assertIn(' "\\u0100\\U0001f600" pool=', formatCombined(record))
+
+    def test_quotesOddNames(self) -> None:
+        """
+        A pool or backend name with a space is quoted and escaped, so that
+        the C{key=value} fields stay apart.
+        """
+        record = evolve(RECORD, pool='my pool"', backend="b=1")
+        self.assertIn(' pool="my pool\\"" backend=b=1 ', formatCombined(record))
+
+    def test_escapesRetryReasons(self) -> None:
+        """
+        Retry reasons are escaped too.
+        """
+        record = evolve(RECORD, retryReasons=('bad "status" line\n',))
+        self.assertTrue(
+            formatCombined(record).endswith(' retries="bad \\"status\\" line\\n"')
+        )
+
+    def test_timestampUTC(self) -> None:
+        """
+        The time is in UTC with English month names.
+        """
+        record = evolve(RECORD, timestamp=0.0)
+        self.assertIn(" [01/Jan/1970:00:00:00 +0000] ", formatCombined(record))
+
+
+class FormatJSONTests(SynchronousTestCase):
+    """
+    Tests for L{formatJSON}.
+    """
+
+    def test_format(self) -> None:
+        """
+        A record is one compact JSON object with the documented keys.
+        """
+        self.assertEqual(
+            formatJSON(RECORD),
+            '{"time":"2026-11-24T15:32:55.500Z","client":"127.0.0.1",'
+            '"method":"GET","target":"/p","status":200,"bytes":27,'
+            '"duration_ms":1.25,"frontend":"web","pool":"app",'
+            '"backend":"127.0.0.1:9001","attempts":1,"retry_reasons":[],'
+            '"referer":null,"user_agent":"curl/8"}',
+        )
+
+    def test_retriesAndNulls(self) -> None:
+        """
+        Retry reasons are a list; a missing backend is C{null}.
+        """
+        record = evolve(
+            RECORD,
+            backend=None,
+            attempts=2,
+            retryReasons=("connection refused", "connect timeout"),
+            referer="http://example.com/",
+        )
+        parsed = json.loads(formatJSON(record))
+        self.assertEqual(
+            (parsed["backend"], parsed["attempts"], parsed["retry_reasons"]),
+            (None, 2, ["connection refused", "connect timeout"]),
+        )
+        self.assertEqual(parsed["referer"], "http://example.com/")
+
+    def test_asciiOnly(self) -> None:
+        """
+        Control and non-ASCII characters are escaped, so a record is one
+        ASCII line, and they parse back unchanged.
+        """
+        target = '/\u00e9"\n\u2028\x00'
+        line = formatJSON(evolve(RECORD, target=target))
+        self.assertTrue(line.isascii())
+        self.assertNotIn("\n", line)
+        self.assertEqual(json.loads(line)["target"], target)
+
+    def test_durationRounded(self) -> None:
+        """
+        The duration is in milliseconds, to the microsecond.
+        """
+        record = evolve(RECORD, duration=1.2345678)
+        self.assertEqual(json.loads(formatJSON(record))["duration_ms"], 1234.568)
+
+
+class AccessLogTests(SynchronousTestCase):
+    """
+    Tests for L{AccessLog}.
+    """
+
+    def test_combinedByDefault(self) -> None:
+        """
+        Each record is written as one combined line with a line break.
+        """
+        lines: list[str] = []
+        log = AccessLog(lines.append)
+        log.log(RECORD)
+        log.log(RECORD)
+        self.assertEqual(lines, [COMBINED + "\n", COMBINED + "\n"])
+
+    def test_json(self) -> None:
+        """
+        With C{fmt="json"} each record is written as one JSON line.
+        """
+        lines: list[str] = []
+        AccessLog(lines.append, "json").log(RECORD)
+        self.assertEqual(lines, [formatJSON(RECORD) + "\n"])
+
+    def test_unknownFormat(self) -> None:
+        """
+        An unknown format is refused, naming the known ones.
+        """
+        error = self.assertRaises(ValueError, AccessLog, print, "apache")
+        self.assertEqual(
+            str(error),
+            'unknown access log format "apache" (formats: "combined", "json")',
+        )
+
+    def test_formats(self) -> None:
+        """
+        The formats are C{combined} and C{json}.
+        """
+        self.assertEqual(
+            ACCESS_LOG_FORMATS, {"combined": formatCombined, "json": formatJSON}
+        )
+
+    def test_close(self) -> None:
+        """
+        L{AccessLog.close} calls the C{close} given, and nothing by default.
+        """
+        closed: list[bool] = []
+        AccessLog(print, close=lambda: closed.append(True)).close()
+        AccessLog(print).close()
+        self.assertEqual(closed, [True])
+
+
+class OpenAccessLogTests(SynchronousTestCase):
+    """
+    Tests for L{openAccessLog}.
+    """
+
+    def patchStdout(self) -> FlushCountingIO:
+        """
+        Replace C{sys.stdout} for this test.
+
+        @return: The replacement.
+        """
+        stdout = FlushCountingIO()
+        self.patch(sys, "stdout", stdout)
+        return stdout
+
+    def test_stdout(self) -> None:
+        """
+        C{"-"} writes to standard output and flushes every line.
+        """
+        stdout = self.patchStdout()
+        log = openAccessLog("-", "combined")
+        log.log(RECORD)
+        log.log(RECORD)
+        self.assertEqual(stdout.getvalue(), (COMBINED + "\n") * 2)
+        self.assertEqual(stdout.flushes, 2)
+        log.close()
+
+    def test_stdoutLookedUpWhenWriting(self) -> None:
+        """
+        The standard output in use when a line is written gets it, not the
+        one when the log was opened.
+        """
+        log = openAccessLog("-", "json")
+        stdout = self.patchStdout()
+        log.log(RECORD)
+        self.assertEqual(stdout.getvalue(), formatJSON(RECORD) + "\n")
+
+    def test_file(self) -> None:
+        """
+        A path is appended to, and each line is in the file as soon as it is
+        logged.
+        """
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as file:
+            file.write("earlier\n")
+        log = openAccessLog(path, "combined")
+        self.addCleanup(log.close)
+        log.log(RECORD)
+        with open(path, encoding="utf-8") as file:
+            self.assertEqual(file.read(), "earlier\n" + COMBINED + "\n")
+
+    def test_fileJSON(self) -> None:
+        """
+        A file log in the JSON format holds one object per line.
+        """
+        path = self.mktemp()
+        log = openAccessLog(path, "json")
+        log.log(RECORD)
+        log.log(evolve(RECORD, status=404))
+        log.close()
+        with open(path, encoding="utf-8") as file:
+            statuses = [json.loads(line)["status"] for line in file]
+        self.assertEqual(statuses, [200, 404])
+
+    def test_unknownFormat(self) -> None:
+        """
+        An unknown format is refused before the file is created.
+        """
+        path = self.mktemp()
+        self.assertRaises(ValueError, openAccessLog, path, "xml")
+        self.assertFalse(os.path.exists(path))
+
+    def test_unopenable(self) -> None:
+        """
+        A file that cannot be opened raises L{OSError}.
+        """
+        path = os.path.join(self.mktemp(), "missing", "access.log")
+        self.assertRaises(OSError, openAccessLog, path, "combined")
