@@ -21,7 +21,9 @@ setup(
         "prometheus_client>=0.20",
     ],
     extras_require={
-        "test": ["pytest>=8", "treq>=24.9.1"],
+        # treq: in-memory HTTP doubles; websockets: a real WebSocket client
+        # and server for the tunnel tests.
+        "test": ["pytest>=8", "treq>=24.9.1", "websockets>=13"],
         "dev": ["mypy", "mypy-zope", "black", "isort", "towncrier"],
     },
     entry_points={"console_scripts": []},

@@ -15,6 +15,11 @@ was retried.  Every text taken from the request is escaped the way
 Twisted's own access log escapes it (quotes, backslashes, control and
 non-ASCII bytes become backslash escapes), so no request can break a line or
 forge a field.  C{"json"} is one compact JSON object per line, ASCII only.
+
+TCP-mode frontends log one line per connection, when it closes (a
+L{ConnectionRecord}), in the same two formats::
+
+    127.0.0.1 - - [24/Nov/2026:15:32:55 +0000] "TCP pg" pool=pg backend=127.0.0.1:5432 attempts=1 from_client=123 to_client=456 duration_ms=12.300 outcome=closed
 """
 
 from __future__ import annotations
@@ -32,7 +37,10 @@ __all__ = [
     "ACCESS_LOG_FORMATS",
     "AccessLog",
     "AccessRecord",
+    "ConnectionRecord",
     "formatCombined",
+    "formatConnectionCombined",
+    "formatConnectionJSON",
     "formatJSON",
     "openAccessLog",
 ]
@@ -192,11 +200,107 @@ def formatJSON(record: AccessRecord) -> str:
     )
 
 
+@frozen
+class ConnectionRecord:
+    """
+    One TCP-mode connection, as the access log records it.
+
+    @ivar timestamp: When the connection closed, in seconds since the epoch.
+    @ivar client: The client's address, e.g. C{"192.0.2.7"} (the original
+        client's with C{accept_proxy}).
+    @ivar frontend: The frontend's name.
+    @ivar pool: The pool's name.
+    @ivar backend: The name of the backend the connection was relayed to,
+        or L{None} if none could be connected.
+    @ivar attempts: How many backends were tried.
+    @ivar retryReasons: Why each failed attempt failed, e.g.
+        C{("127.0.0.1:5432: connection refused",)}.
+    @ivar fromClient: Bytes relayed from the client to the backend.
+    @ivar toClient: Bytes relayed from the backend to the client.
+    @ivar duration: Seconds from the client's connection to the close.
+    @ivar outcome: How it ended, e.g. C{"closed"}, C{"idle timeout"},
+        C{"client aborted"}, C{"no backend available"}, C{"connect failed"}.
+    """
+
+    timestamp: float
+    client: str
+    frontend: str
+    pool: str
+    backend: str | None
+    attempts: int
+    retryReasons: tuple[str, ...]
+    fromClient: int
+    toClient: int
+    duration: float
+    outcome: str
+
+
+def formatConnectionCombined(record: ConnectionRecord) -> str:
+    """
+    Format a connection like L{formatCombined} formats a request: the client,
+    the time, C{"TCP <frontend>"} in place of the request line, then
+    lbtwist's fields.
+
+    @param record: The record.
+    @return: One line, without the line break.
+    """
+    line = (
+        f"{_orDash(record.client)} - - {datetimeToLogString(record.timestamp)}"
+        f' "TCP {_escape(record.frontend)}"'
+        f" pool={_word(record.pool)} backend={_word(record.backend)}"
+        f" attempts={record.attempts} from_client={record.fromClient}"
+        f" to_client={record.toClient}"
+        f" duration_ms={record.duration * 1000:.3f} outcome={_word(record.outcome)}"
+    )
+    if record.retryReasons:
+        line += f' retries="{_escape("; ".join(record.retryReasons))}"'
+    return line
+
+
+def formatConnectionJSON(record: ConnectionRecord) -> str:
+    """
+    Format a connection as one JSON object.
+
+    @param record: The record.
+    @return: One line of ASCII JSON, without the line break, with the keys
+        C{time} (ISO 8601 UTC, in milliseconds), C{client}, C{frontend},
+        C{pool}, C{backend}, C{attempts}, C{retry_reasons}, C{from_client},
+        C{to_client}, C{duration_ms} and C{outcome}.
+    """
+    time = datetime.fromtimestamp(record.timestamp, timezone.utc)
+    return json.dumps(
+        {
+            "time": time.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "client": record.client,
+            "frontend": record.frontend,
+            "pool": record.pool,
+            "backend": record.backend,
+            "attempts": record.attempts,
+            "retry_reasons": list(record.retryReasons),
+            "from_client": record.fromClient,
+            "to_client": record.toClient,
+            "duration_ms": round(record.duration * 1000, 3),
+            "outcome": record.outcome,
+        },
+        ensure_ascii=True,
+        separators=(",", ":"),
+    )
+
+
 ACCESS_LOG_FORMATS: dict[str, Callable[[AccessRecord], str]] = {
     "combined": formatCombined,
     "json": formatJSON,
 }
 """The access log formats by name."""
+
+
+_CONNECTION_FORMATS: dict[
+    Callable[[AccessRecord], str], Callable[[ConnectionRecord], str]
+] = {
+    formatCombined: formatConnectionCombined,
+    formatJSON: formatConnectionJSON,
+}
+"""The connection format that goes with each request format."""
 
 
 def _formatter(fmt: str) -> Callable[[AccessRecord], str]:
@@ -243,6 +347,15 @@ class AccessLog:
         @param record: The record.
         """
         self._write(self._format(record) + "\n")
+
+    def logConnection(self, record: ConnectionRecord) -> None:
+        """
+        Write a TCP-mode connection as one line, in the format that goes with
+        the log's request format.
+
+        @param record: The record.
+        """
+        self._write(_CONNECTION_FORMATS[self._format](record) + "\n")
 
     def close(self) -> None:
         """

@@ -44,8 +44,9 @@ STRATEGY_NAMES = ("round-robin", "weighted-round-robin", "least-connections")
 """The names a pool's C{strategy} may have (see L{lbtwist.strategies})."""
 
 _HEALTH_CHECK_KINDS = ("http", "tcp", "none")
-_MODES = ("http",)
-_LATER_MODES = ("tcp",)
+_MODES = ("http", "tcp")
+_LATER_MODES: tuple[str, ...] = ()
+_SEND_PROXY = ("none", "v1", "v2")
 
 
 class ConfigError(ValueError):
@@ -145,6 +146,10 @@ class PoolConfig:
     @ivar idle_connection_timeout: Seconds an idle upstream connection is kept.
     @ivar passive_cooldown: With C{check = "none"}, seconds a backend that
         failed on real traffic is skipped.
+    @ivar idle_timeout: Seconds without bytes in either direction after
+        which a TCP connection or an HTTP upgrade tunnel is closed.
+    @ivar send_proxy: C{"none"}, C{"v1"} or C{"v2"}: write a PROXY protocol
+        header carrying the client's address to TCP backends.
     @ivar health: The active health check.
     """
 
@@ -159,7 +164,16 @@ class PoolConfig:
     max_idle_connections: int = 16
     idle_connection_timeout: float = 60.0
     passive_cooldown: float = 10.0
+    idle_timeout: float = 300.0
+    send_proxy: str = "none"
     health: HealthCheckConfig = HealthCheckConfig()
+
+    @property
+    def mode(self) -> str:
+        """
+        C{"tcp"} if the backends are C{tcp://} URLs, else C{"http"}.
+        """
+        return "tcp" if self.backends[0].scheme == "tcp" else "http"
 
 
 @frozen
@@ -170,7 +184,7 @@ class FrontendConfig:
     @ivar name: The frontend's name (C{"frontend-N"} when the file has none).
     @ivar listen: Twisted server endpoint descriptions, e.g. C{"tcp:8080"}.
     @ivar pool: The name of the pool that serves this frontend.
-    @ivar mode: C{"http"}.
+    @ivar mode: C{"http"} (L7) or C{"tcp"} (L4: bytes are relayed as they are).
     @ivar header_timeout: Seconds to receive a complete request head.
     @ivar idle_timeout: Seconds a keep-alive connection may sit idle.
     @ivar max_header_size: Bytes of request line and headers (then 431).
@@ -178,6 +192,9 @@ class FrontendConfig:
     @ivar trusted_proxies: IP networks whose C{X-Forwarded-For} is kept,
         normalised (C{"10.0.0.0/8"}, C{"192.0.2.1/32"}).
     @ivar add_forwarded: Also send an RFC 7239 C{Forwarded} header upstream.
+    @ivar accept_proxy: Expect a PROXY protocol (v1 or v2) header from a
+        trusted balancer in front; the client address it carries is the one
+        logged, forwarded and sent on.
     """
 
     name: str
@@ -190,6 +207,7 @@ class FrontendConfig:
     max_target_length: int = 8192
     trusted_proxies: tuple[str, ...] = ()
     add_forwarded: bool = False
+    accept_proxy: bool = False
 
 
 @frozen
@@ -581,15 +599,16 @@ def _hostOf(ipv6: str | None, host: str) -> str:
 
 def _urlParts(url: str) -> tuple[str, str, int]:
     """
-    @return: C{(scheme, host, port)} of an C{http://host[:port]} URL.
+    @return: C{(scheme, host, port)} of an C{http://host[:port]} or
+        C{tcp://host:port} URL.
     @raise _Invalid: With the problem, for any other URL.
     """
     match = _URL.fullmatch(url)
     scheme = match["scheme"].lower() if match else ""
     if scheme == "https":
         raise _Invalid("https backends are not supported yet")
-    if match is None or scheme != "http":
-        raise _Invalid("must be an http:// URL")
+    if match is None or scheme not in ("http", "tcp"):
+        raise _Invalid("must be an http:// or tcp:// URL")
     if "@" in match["authority"]:
         raise _Invalid("must not contain user information")
     if match["path"] not in ("", "/"):
@@ -604,6 +623,8 @@ def _urlParts(url: str) -> tuple[str, str, int]:
         )
     host = _hostOf(authority["ipv6"], authority["host"])
     port = authority["port"]
+    if port is None and scheme == "tcp":
+        raise _Invalid("a tcp:// URL needs a port")
     if port is None:
         return scheme, host, 80
     if not _DIGITS.fullmatch(port) or not 1 <= int(port) <= 65535:
@@ -654,6 +675,7 @@ _FRONTEND = {
     "max_target_length": _integer(1),
     "trusted_proxies": _listOf(_network, allowEmpty=True),
     "add_forwarded": _boolean,
+    "accept_proxy": _boolean,
 }
 
 _POOL = {
@@ -667,6 +689,8 @@ _POOL = {
     "max_idle_connections": _integer(0),
     "idle_connection_timeout": _seconds(),
     "passive_cooldown": _seconds(allowZero=True),
+    "idle_timeout": _seconds(),
+    "send_proxy": _choice(_SEND_PROXY),
     "health": _table("[pool.health]"),
     "backend": _tables("[[pool.backend]]"),
 }
@@ -751,30 +775,47 @@ def _parseBackend(table: Mapping[str, object], where: str) -> BackendConfig:
 def _parsePool(table: Mapping[str, object], index: int) -> PoolConfig:
     where = _label("pool", index, table)
     values = _read(table, where, _POOL, required=("name", "backend"))
-    health = HealthCheckConfig(
-        **_read(values.pop("health", {}), f"{where} health", _HEALTH)
-    )
+    healthValues = _read(values.pop("health", {}), f"{where} health", _HEALTH)
     backends = tuple(
         _parseBackend(backend, f"{where} backend {number}")
         for number, backend in enumerate(values.pop("backend"), 1)
     )
     _requireUniqueNames([b.name for b in backends], "backend", f"{where} ")
+    for number, backend in enumerate(backends, 1):
+        if backend.scheme != backends[0].scheme:
+            raise ConfigError(
+                f'{where} backend {number}: url "{backend.url}": the backends of '
+                "a pool must all be http:// or all be tcp://"
+            )
+    if backends[0].scheme == "tcp":
+        healthValues.setdefault("check", "tcp")
+        if healthValues["check"] == "http":
+            raise ConfigError(f'{where} health: check "http" needs http:// backends')
+    elif values.get("send_proxy", "none") != "none":
+        raise ConfigError(f"{where}: send_proxy needs tcp:// backends")
+    health = HealthCheckConfig(**healthValues)
     return PoolConfig(backends=backends, health=health, **values)
 
 
 def _parseFrontend(
-    table: Mapping[str, object], index: int, pools: Sequence[str]
+    table: Mapping[str, object], index: int, pools: Mapping[str, str]
 ) -> FrontendConfig:
     """
-    @param pools: The names of the pools defined, one of which the frontend
-        must name.
+    @param pools: The mode (C{"http"} or C{"tcp"}) of each pool defined, by
+        name; the frontend must name one of its own mode.
     """
     where = _label("frontend", index, table)
     values = _read(table, where, _FRONTEND, required=("listen", "pool"))
-    if values["pool"] not in pools:
+    pool = values["pool"]
+    if pool not in pools:
         defined = ", ".join(f'"{name}"' for name in pools)
+        raise ConfigError(f'{where}: pool "{pool}" is not defined (pools: {defined})')
+    mode = values.get("mode", "http")
+    if pools[pool] != mode:
+        scheme = "tcp://" if pools[pool] == "tcp" else "http://"
         raise ConfigError(
-            f'{where}: pool "{values["pool"]}" is not defined (pools: {defined})'
+            f'{where}: mode "{mode}" cannot use pool "{pool}", whose backends '
+            f"are {scheme} URLs"
         )
     values.setdefault("name", f"frontend-{index}")
     return FrontendConfig(**values)
@@ -795,8 +836,9 @@ def parseConfig(document: Mapping[str, object], source: str = "<config>") -> Con
     )
     poolNames = [pool.name for pool in pools]
     _requireUniqueNames(poolNames, "pool")
+    modes = {pool.name: pool.mode for pool in pools}
     frontends = tuple(
-        _parseFrontend(table, index, poolNames)
+        _parseFrontend(table, index, modes)
         for index, table in enumerate(values["frontend"], 1)
     )
     _requireUniqueNames([frontend.name for frontend in frontends], "frontend")
@@ -873,6 +915,7 @@ def configFromOptions(
     healthPath: str | None = None,
     admin: str | None = None,
     accessLog: str | None = None,
+    mode: str = "http",
 ) -> Config:
     """
     Build a configuration from the quick-form command-line options: one
@@ -886,11 +929,16 @@ def configFromOptions(
     @param admin: C{--admin}: the admin listener's endpoint, if any (it must
         be a loopback address: the quick form has no token).
     @param accessLog: C{--access-log}: a path or C{"-"}, if any.
+    @param mode: C{--mode}: C{"http"} or C{"tcp"} (then the backends are
+        C{tcp://} URLs and the health check connects over TCP).
     @return: The configuration.
     @raise ConfigError: Naming the option.
     """
     endpoints = tuple(_checkOption("--listen", d, _endpoint) for d in listen)
     strategy = _checkOption("--strategy", strategy, _POOL["strategy"])
+    mode = _checkOption("--mode", mode, _FRONTEND["mode"])
+    if healthPath is not None and mode == "tcp":
+        raise ConfigError("--health-path needs --mode http")
     if healthPath is None:
         health = HealthCheckConfig(check="tcp")
     else:
@@ -906,8 +954,15 @@ def configFromOptions(
         health=health,
     )
     _requireUniqueNames([b.name for b in pool.backends], "--backend")
+    for number, backend in enumerate(pool.backends, 1):
+        if pool.mode != mode or backend.scheme != pool.backends[0].scheme:
+            wanted = "tcp://" if mode == "tcp" else "http://"
+            raise ConfigError(
+                f'--backend {number}: "{backend.url}" must be a {wanted} URL '
+                f"with --mode {mode}"
+            )
     frontend = FrontendConfig(
-        name="default", listen=endpoints or ("tcp:8080",), pool="default"
+        name="default", listen=endpoints or ("tcp:8080",), pool="default", mode=mode
     )
     adminConfig = None
     if admin is not None:

@@ -15,6 +15,7 @@ from twisted.internet.defer import gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
+from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.server import Site
 from twisted.web.iweb import IAgent
@@ -29,6 +30,8 @@ from lbtwist.metrics import metricsRegistry
 from lbtwist.pool import BackendPool
 from lbtwist.statefile import StateFile
 from lbtwist.stats import FrontendStats
+from lbtwist.tcp import TCPProxyFactory
+from lbtwist.upgrade import upgradeHandler
 from lbtwist.web import PoolResource, ProxySite, makeAgent
 
 _log = Logger()
@@ -170,30 +173,41 @@ def makeService(config: Config, reactor: Any) -> MultiService:
     )
     probeAgent = healthAgent(reactor)
     connectionPools: list[HTTPConnectionPool] = []
-    pools: list[BackendPool] = []
+    pools: dict[str, BackendPool] = {}
     resources: dict[str, PoolResource] = {}
+    upgrades = upgradeHandler(reactor)
     for poolConfig in config.pools:
-        pool = BackendPool(poolConfig)
-        pools.append(pool)
-        agent, connections = makeAgent(reactor, poolConfig)
-        connectionPools.append(connections)
-        resources[poolConfig.name] = PoolResource(reactor, pool, agent)
+        pool = pools[poolConfig.name] = BackendPool(poolConfig)
+        if poolConfig.mode == "http":
+            agent, connections = makeAgent(reactor, poolConfig)
+            connectionPools.append(connections)
+            resources[poolConfig.name] = PoolResource(reactor, pool, agent, upgrades)
         for check in _healthChecks(reactor, pool, probeAgent):
             check.setServiceParent(root)
     frontends = [(frontend, FrontendStats()) for frontend in config.frontends]
     stateFile = None if settings.state_file is None else StateFile(settings.state_file)
-    balancer = Balancer(pools, frontends, reactor, stateFile)
+    balancer = Balancer(list(pools.values()), frontends, reactor, stateFile)
     balancer.applyState()
     for frontend, stats in frontends:
-        site = ProxySite(
-            resources[frontend.pool],
-            frontend,
-            config.pool(frontend.pool).max_body_size,
-            reactor,
-            stats,
-            accessLog,
-        )
-        for listener in _listeners(reactor, frontend.name, frontend.listen, site):
+        factory: Any
+        if frontend.mode == "tcp":
+            factory = TCPProxyFactory(
+                reactor, frontend, pools[frontend.pool], stats, accessLog
+            )
+        else:
+            factory = ProxySite(
+                resources[frontend.pool],
+                frontend,
+                config.pool(frontend.pool).max_body_size,
+                reactor,
+                stats,
+                accessLog,
+            )
+        if frontend.accept_proxy and frontend.mode == "http":
+            # TCP frontends read the PROXY header themselves (keeping
+            # half-close, which Twisted's wrapper does not pass on).
+            factory = HAProxyWrappingFactory(factory)
+        for listener in _listeners(reactor, frontend.name, frontend.listen, factory):
             listener.setServiceParent(root)
     if config.admin is not None:
         admin = adminResource(

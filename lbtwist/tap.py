@@ -48,6 +48,8 @@ class Options(usage.Options):
          "e.g. tcp:8081:interface=127.0.0.1; loopback only."],
         ["access-log", None, None,
          "Quick form: access log file, or - for standard output."],
+        ["mode", None, "http",
+         "Quick form: http (L7) or tcp (L4, with tcp://host:port backends)."],
     ]
 
     def __init__(self) -> None:
@@ -108,6 +110,7 @@ class Options(usage.Options):
             healthPath=self["health-path"],
             admin=self["admin"],
             accessLog=self["access-log"],
+            mode=self["mode"],
         )
 
 

@@ -483,22 +483,6 @@ class _Attempts:
             backend.active -= 1
             response.deliverBody(_Discard())
             return
-        request.setResponseCode(response.code, response.phrase)
-        headers = Headers()
-        for name, values in response.headers.getAllRawHeaders():
-            if name.lower() not in RESPONSE_HOP_BY_HOP:
-                headers.setRawHeaders(name, list(values))
-        headers.addRawHeader(b"via", _VIA)
-        if (
-            response.length is not UNKNOWN_LENGTH
-            and request.method != b"HEAD"
-            and response.code not in (204, 304)
-        ):
-            headers.setRawHeaders(b"content-length", [b"%d" % (response.length,)])
-        if not request.channel.persistent:
-            headers.setRawHeaders(b"connection", [b"close"])
-        request.responseHeaders = headers
-
         status = response.code
         started = self._attemptStarted
 
@@ -510,14 +494,7 @@ class _Attempts:
             elif not self._clientGone:
                 backend.stats.recordFailure("truncated", now - started, now)
 
-        relay = _ResponseRelay(request, backend.address, finished)
-        self._relay = relay
-        response.deliverBody(relay)
-        if not relay.done and not self._clientGone:
-            producer = relay.producer()
-            request.registerProducer(producer, True)
-            if request.channel._waitingForTransport:
-                producer.pauseProducing()
+        self._relay = relayResponse(request, response, backend.address, finished)
 
     def _done(self, result: object) -> None:
         """
@@ -526,21 +503,13 @@ class _Attempts:
         """
         if isinstance(result, Failure):
             self._clientLost(result)
-        request = self._request
-        site = self._site
-        site.stats.recordResponse(request.code)
-        if site.accessLog is not None:
-            site.accessLog.log(
-                accessRecord(
-                    request,
-                    self._reactor.seconds(),
-                    site.frontend.name,
-                    self._tried[-1].pool if self._tried else site.poolName,
-                    self._tried[-1].name if self._tried else None,
-                    len(self._tried),
-                    tuple(self._retryReasons),
-                )
-            )
+        self._site.stats.recordResponse(self._request.code)
+        self._site.logRequest(
+            self._request,
+            self._tried[-1] if self._tried else None,
+            len(self._tried),
+            tuple(self._retryReasons),
+        )
 
     def _clientLost(self, failure: Failure) -> None:
         self._clientGone = True
@@ -551,6 +520,48 @@ class _Attempts:
         if relay is not None and not relay.done:
             relay.clientGone = True
             relay.producer().stopProducing()
+
+
+def relayResponse(
+    request: server.Request,
+    response: IResponse,
+    backend: str,
+    finished: Callable[[Failure | None], None],
+) -> _ResponseRelay:
+    """
+    Send a backend's response to the client: its status, its header fields
+    less the hop-by-hop ones, and its body, streamed with backpressure.
+
+    @param request: The client's request, whose response has not started.
+    @param response: The backend's response.
+    @param backend: The backend's address, for logs.
+    @param finished: Called once the body is relayed (with L{None}) or cut
+        short (with the reason).
+    @return: The relay (a protocol receiving the body).
+    """
+    request.setResponseCode(response.code, response.phrase)
+    headers = Headers()
+    for name, values in response.headers.getAllRawHeaders():
+        if name.lower() not in RESPONSE_HOP_BY_HOP:
+            headers.setRawHeaders(name, list(values))
+    headers.addRawHeader(b"via", _VIA)
+    if (
+        response.length is not UNKNOWN_LENGTH
+        and request.method != b"HEAD"
+        and response.code not in (204, 304)
+    ):
+        headers.setRawHeaders(b"content-length", [b"%d" % (response.length,)])
+    if not request.channel.persistent:
+        headers.setRawHeaders(b"connection", [b"close"])
+    request.responseHeaders = headers
+    relay = _ResponseRelay(request, backend, finished)
+    response.deliverBody(relay)
+    if not relay.done and not request._disconnected:
+        producer = relay.producer()
+        request.registerProducer(producer, True)
+        if request.channel._waitingForTransport:
+            producer.pauseProducing()
+    return relay
 
 
 class _Discard(Protocol):
@@ -579,14 +590,18 @@ class PoolResource(Resource):
         reactor: Any,
         pool: BackendPool,
         agent: IAgent,
+        upgrade: Callable[[ProxyRequest, BackendPool], bool] | None = None,
     ) -> None:
         """
         @param reactor: The reactor (clock for timeouts and health state).
         @param pool: The pool.
         @param agent: The agent shared by the pool's backends.
+        @param upgrade: Called first with each request; takes over (and
+            returns C{True} for) the upgrade requests it tunnels.
         """
         super().__init__()
         self._reactor = reactor
+        self._upgrade = upgrade
         self.pool = pool
         self.proxies = {
             backend.name: ReverseProxyResource(reactor, backend, pool.config, agent)
@@ -597,6 +612,8 @@ class PoolResource(Resource):
         """
         Forward C{request} to a backend of the pool.
         """
+        if self._upgrade is not None and self._upgrade(request, self.pool):
+            return server.NOT_DONE_YET
         _Attempts(
             self._reactor, request, self._choose, self.pool.config.retries
         ).start()
@@ -787,6 +804,36 @@ class ProxySite(server.Site):
         channel.callLater = self.reactor.callLater  # type: ignore[method-assign,assignment]
         channel.timeOut = self.timeOut  # type: ignore[assignment]
         return channel
+
+    def logRequest(
+        self,
+        request: ProxyRequest,
+        backend: Backend | None,
+        attempts: int,
+        retryReasons: tuple[str, ...],
+    ) -> None:
+        """
+        Write a finished request's access log line, if there is an access
+        log.
+
+        @param request: The request.
+        @param backend: The backend that answered last, if any.
+        @param attempts: How many backends were tried.
+        @param retryReasons: Why each retry was made.
+        """
+        if self.accessLog is None:
+            return
+        self.accessLog.log(
+            accessRecord(
+                request,
+                self.reactor.seconds(),
+                self.frontend.name,
+                self.poolName,
+                None if backend is None else backend.name,
+                attempts,
+                retryReasons,
+            )
+        )
 
     def refused(self, channel: ProxyChannel, code: int, size: int) -> None:
         """

@@ -842,11 +842,11 @@ class ChoiceErrorTests(ConfigErrorAssertions):
                 ),
                 (
                     changed("frontend", mode="tcp"),
-                    'frontend "web": mode "tcp" is not supported yet',
+                    'frontend "web": mode "tcp" cannot use pool "app", whose backends are http:// URLs',
                 ),
                 (
                     changed("frontend", mode="udp"),
-                    'frontend "web": mode "udp" is not one of "http"',
+                    'frontend "web": mode "udp" is not one of "http", "tcp"',
                 ),
             ]
         )
@@ -913,8 +913,8 @@ class URLErrorTests(ConfigErrorAssertions):
         """
         cases = [
             ("https://127.0.0.1:9443", "https backends are not supported yet"),
-            ("ftp://127.0.0.1", "must be an http:// URL"),
-            ("127.0.0.1:9001", "must be an http:// URL"),
+            ("ftp://127.0.0.1", "must be an http:// or tcp:// URL"),
+            ("127.0.0.1:9001", "must be an http:// or tcp:// URL"),
             ("http://user:pw@127.0.0.1", "must not contain user information"),
             ("http://127.0.0.1/app", 'must not have a path ("/app")'),
             ("http://127.0.0.1?x=1", "must not have a query or fragment"),
@@ -1336,3 +1336,95 @@ class AdminAndSettingsTests(SynchronousTestCase):
             admin="tcp:8081",
         )
 
+
+class TCPModeTests(SynchronousTestCase):
+    """
+    TCP-mode frontends and pools.
+    """
+
+    TCP = (
+        '[[frontend]]\nname = "pg"\nlisten = "tcp:5433"\nmode = "tcp"\npool = "pg"\n'
+        "accept_proxy = true\n"
+        '[[pool]]\nname = "pg"\nstrategy = "least-connections"\nidle_timeout = 30.0\n'
+        'send_proxy = "v2"\n'
+        '[[pool.backend]]\nurl = "tcp://127.0.0.1:5432"\n'
+        '[[pool.backend]]\nurl = "tcp://[::1]:5434"\n'
+    )
+
+    def test_tcpPool(self) -> None:
+        """
+        A pool of C{tcp://} backends is a TCP pool, checked over TCP by
+        default, with the TCP keys read.
+        """
+        config = parseConfig(tomllib.loads(self.TCP))
+        [frontend], [pool] = config.frontends, config.pools
+        self.assertEqual((frontend.mode, frontend.accept_proxy), ("tcp", True))
+        self.assertEqual(pool.mode, "tcp")
+        self.assertEqual((pool.idle_timeout, pool.send_proxy), (30.0, "v2"))
+        self.assertEqual(pool.health.check, "tcp")
+        self.assertEqual(
+            [(b.scheme, b.host, b.port, b.address) for b in pool.backends],
+            [
+                ("tcp", "127.0.0.1", 5432, "127.0.0.1:5432"),
+                ("tcp", "::1", 5434, "[::1]:5434"),
+            ],
+        )
+
+    def test_errors(self) -> None:
+        """
+        Mixed schemes, a mode that does not match the pool, HTTP checks of
+        TCP backends, send_proxy on HTTP pools and a port-less tcp:// URL are
+        errors naming where.
+        """
+        cases = [
+            (
+                self.TCP.replace(
+                    'url = "tcp://[::1]:5434"', 'url = "http://[::1]:5434"'
+                ),
+                'pool "pg" backend 2: url "http://[::1]:5434": the backends of a pool '
+                "must all be http:// or all be tcp://",
+            ),
+            (
+                self.TCP.replace('mode = "tcp"\n', ""),
+                'frontend "pg": mode "http" cannot use pool "pg", whose backends are '
+                "tcp:// URLs",
+            ),
+            (
+                self.TCP + '[pool.health]\ncheck = "http"\n',
+                'pool "pg" health: check "http" needs http:// backends',
+            ),
+            (
+                self.TCP.replace("tcp://127.0.0.1:5432", "tcp://127.0.0.1"),
+                'pool "pg" backend 1: url "tcp://127.0.0.1": a tcp:// URL needs a port',
+            ),
+            (
+                self.TCP.replace('send_proxy = "v2"', 'send_proxy = "v3"'),
+                'pool "pg": send_proxy "v3" is not one of "none", "v1", "v2"',
+            ),
+        ]
+        for text, message in cases:
+            e = self.assertRaises(ConfigError, parseConfig, tomllib.loads(text))
+            self.assertEqual(str(e), message)
+        http = tomllib.loads(
+            '[[frontend]]\nlisten = "tcp:1"\npool = "a"\n[[pool]]\nname = "a"\n'
+            'send_proxy = "v1"\n[[pool.backend]]\nurl = "http://127.0.0.1:1"\n'
+        )
+        e = self.assertRaises(ConfigError, parseConfig, http)
+        self.assertEqual(str(e), 'pool "a": send_proxy needs tcp:// backends')
+
+    def test_quickForm(self) -> None:
+        """
+        C{--mode tcp} takes tcp:// backends; an http:// one is an error.
+        """
+        config = configFromOptions(
+            ["tcp:5433"], ["tcp://127.0.0.1:5432", "tcp://127.0.0.1:5434"], mode="tcp"
+        )
+        self.assertEqual(config.frontends[0].mode, "tcp")
+        self.assertEqual(config.pools[0].mode, "tcp")
+        e = self.assertRaises(
+            ConfigError, configFromOptions, [], ["http://127.0.0.1:1"], mode="tcp"
+        )
+        self.assertEqual(
+            str(e),
+            '--backend 1: "http://127.0.0.1:1" must be a tcp:// URL with --mode tcp',
+        )

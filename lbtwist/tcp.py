@@ -1,0 +1,592 @@
+# -*- test-case-name: tests.test_tcp -*-
+"""
+TCP (L4) mode: each client connection is relayed byte for byte to one
+backend of the frontend's pool.
+
+The client is not read from until a backend is connected (the client
+transport is paused as soon as it connects, as in
+C{twisted.protocols.portforward}).  A backend that refuses the connection or
+does not accept it within the pool's C{connect_timeout} counts as a failure
+toward its passive health, and the next available backend is tried, up to
+the pool's C{retries}; then the client is closed.  Once connected, a
+L{lbtwist.tunnel.Tunnel} relays the bytes with backpressure, half-close and
+the pool's C{idle_timeout}; the backend counts the connection in C{active}
+(for least-connections and draining) until it closes.
+
+With the pool's C{send_proxy}, a PROXY header carrying the client's address
+(source) and the frontend's address (destination) is written to the backend
+before any byte of the client's.  With the frontend's C{accept_proxy}, the
+connection must start with a PROXY header (v1 or v2, within the frontend's
+C{header_timeout}) from a trusted balancer in front; the client address it
+carries is the one logged and sent on.  L{TCPProxyFactory} reads that header
+itself, so a TCP frontend must not be wrapped in Twisted's
+C{HAProxyWrappingFactory} (whose wrapper would hide half-close and would be
+paused before the header could be read).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import error as ierror
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import URI
+from zope.interface import implementer
+
+from lbtwist.accesslog import AccessLog, ConnectionRecord
+from lbtwist.backend import Backend, logStateChange
+from lbtwist.config import BackendConfig, FrontendConfig
+from lbtwist.pool import BackendPool
+from lbtwist.proxyheader import InvalidProxyHeader, parseProxyHeader, proxyHeader
+from lbtwist.stats import FrontendStats
+from lbtwist.tunnel import Tunnel, TunnelTotals
+from lbtwist.upstream import BackendEndpoints
+
+__all__ = ["TCPProxyFactory", "backendEndpoint", "classifyConnectFailure"]
+
+_log = Logger()
+
+
+def backendEndpoint(
+    reactor: Any, backend: BackendConfig, timeout: float
+) -> IStreamClientEndpoint:
+    """
+    The endpoint that connects to a backend, as HTTP pools connect (IP
+    literals directly, names through L{HostnameEndpoint}).
+
+    @param reactor: The reactor.
+    @param backend: The backend's configuration.
+    @param timeout: Seconds allowed to establish the connection.
+    @return: An endpoint connecting to the backend's host and port.
+    """
+    host = backend.host.encode("idna")
+    uri = URI(b"tcp", backend.address.encode("idna"), host, backend.port, b"", b"", b"", b"")
+    return BackendEndpoints(reactor, timeout).endpointForURI(uri)
+
+
+def classifyConnectFailure(failure: Failure) -> tuple[str, str]:
+    """
+    Say how a connection attempt to a backend failed.
+
+    @param failure: The failure of the endpoint's C{connect}.
+    @return: C{(kind, reason)}: the kind is one of L{lbtwist.stats.FAILURE_KINDS}
+        (C{connect_refused}, C{connect_timeout} or C{connect_error}), the
+        reason is for logs (C{"connection refused"}).
+    """
+    if failure.check(ierror.ConnectionRefusedError):
+        return "connect_refused", "connection refused"
+    if failure.check(
+        ierror.TimeoutError,
+        ierror.TCPTimedOutError,
+        ierror.ConnectingCancelledError,
+        DeferredTimeoutError,
+        CancelledError,
+    ):
+        return "connect_timeout", "connect timeout"
+    return "connect_error", f"cannot connect: {failure.getErrorMessage()}"
+
+
+def _host(address: IAddress | None) -> str:
+    """
+    @param address: An address from C{getPeer}, or L{None}.
+    @return: Its host for logs, e.g. C{"192.0.2.7"}, or C{"-"}.
+    """
+    if address is None:
+        return "-"
+    return str(getattr(address, "host", address))
+
+
+@implementer(IHalfCloseableProtocol)
+class _BackendConnection(Protocol):
+    """
+    The protocol of a connection to a backend: it forwards every event to
+    the tunnel's backend side once attached (and keeps what comes before).
+    """
+
+    transport: Any
+
+    def __init__(self) -> None:
+        self._side: Any = None
+        self._early: list[bytes] = []
+        self._eof = False
+        self._lost: Failure | None = None
+
+    def attach(self, side: Any) -> None:
+        """
+        Forward this connection's events to a tunnel side from now on.
+
+        @param side: L{Tunnel.backend}.
+        """
+        self._side = side
+        early, self._early = self._early, []
+        for data in early:
+            side.dataReceived(data)
+        if self._eof:
+            side.readConnectionLost()
+        if self._lost is not None:
+            side.connectionLost(self._lost)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._side is None:
+            self._early.append(data)
+        else:
+            self._side.dataReceived(data)
+
+    def readConnectionLost(self) -> None:
+        if self._side is None:
+            self._eof = True
+        else:
+            self._side.readConnectionLost()
+
+    def writeConnectionLost(self) -> None:
+        if self._side is not None:
+            self._side.writeConnectionLost()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        side, self._side = self._side, None
+        if side is None:
+            self._lost = reason
+        else:
+            side.connectionLost(reason)
+
+
+class _BackendConnectionFactory(Factory):
+    """
+    Builds a L{_BackendConnection} for each connection an endpoint makes.
+    """
+
+    noisy = False
+
+    def buildProtocol(self, addr: IAddress | None) -> _BackendConnection:
+        return _BackendConnection()
+
+
+@implementer(IHalfCloseableProtocol)
+class _ClientConnection(Protocol):
+    """
+    One client connection of a TCP frontend: reads the PROXY header if the
+    frontend expects one, connects to a backend (retrying on others), then
+    forwards every event to a L{Tunnel}.
+    """
+
+    transport: Any
+
+    def __init__(self, factory: TCPProxyFactory) -> None:
+        """
+        @param factory: The frontend's factory.
+        """
+        self._factory = factory
+        self._clock = factory.reactor
+        self._pool = factory.pool
+        self._opened = 0.0
+        self._source: IAddress | None = None
+        self._destination: IAddress | None = None
+        self._header: bytes | None = None
+        self._headerTimer: IDelayedCall | None = None
+        self._early: list[bytes] = []
+        self._earlyEOF = False
+        self._tried: list[Backend] = []
+        self._retryReasons: list[str] = []
+        self._attemptStarted = 0.0
+        self._pending: Deferred[Any] | None = None
+        self._backend: Backend | None = None
+        self._tunnel: Tunnel | None = None
+        self._clientGone = False
+        self._outcome: str | None = None
+        self._fromClient = 0
+        self._toClient = 0
+        self._recorded = False
+
+    # Events from the client's transport.
+
+    def connectionMade(self) -> None:
+        """
+        Count the connection; read the PROXY header if one is expected,
+        else stop reading and connect to a backend.
+        """
+        factory = self._factory
+        factory.stats.connectionOpened()
+        self._opened = self._clock.seconds()
+        self._source = self.transport.getPeer()
+        self._destination = self.transport.getHost()
+        if factory.frontend.accept_proxy:
+            self._header = b""
+            self._headerTimer = self._clock.callLater(
+                factory.frontend.header_timeout, self._headerTimedOut
+            )
+            return
+        self.transport.pauseProducing()
+        self._connect()
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Relay bytes through the tunnel, or read the PROXY header, or keep
+        them until the backend is connected.
+
+        @param data: Bytes from the client.
+        """
+        if self._tunnel is not None:
+            self._tunnel.client.dataReceived(data)
+        elif self._header is not None:
+            self._headerReceived(data)
+        elif self._outcome is None:
+            self._early.append(data)
+
+    def readConnectionLost(self) -> None:
+        """
+        The client sent end-of-file.
+        """
+        if self._tunnel is not None:
+            self._tunnel.client.readConnectionLost()
+        elif self._header is not None:
+            self._close("client closed")
+        else:
+            self._earlyEOF = True
+
+    def writeConnectionLost(self) -> None:
+        """
+        Writing to the client has ended.
+        """
+        if self._tunnel is not None:
+            self._tunnel.client.writeConnectionLost()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        """
+        The client connection is closed: tell the tunnel, or stop connecting
+        and write the log line.
+
+        @param reason: Why.
+        """
+        if self._tunnel is not None:
+            self._tunnel.client.connectionLost(reason)
+            return
+        self._clientGone = True
+        self._stopHeaderTimer()
+        if self._outcome is None:
+            how = "closed" if reason.check(ConnectionDone) else "aborted"
+            self._outcome = f"client {how}"
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            _log.info(
+                "{frontend}: client {client} went away while connecting to "
+                "{backend}; cancelling",
+                frontend=self._factory.frontend.name,
+                client=_host(self._source),
+                backend=self._tried[-1].address,
+            )
+            pending.cancel()
+        self._record()
+
+    # The PROXY header (accept_proxy).
+
+    def _headerReceived(self, data: bytes) -> None:
+        """
+        Add bytes to the PROXY header; once it is complete, stop reading and
+        connect.
+
+        @param data: Bytes from the client.
+        """
+        assert self._header is not None
+        self._header += data
+        try:
+            parsed = parseProxyHeader(self._header)
+        except InvalidProxyHeader:
+            _log.warn(
+                "{frontend}: closing connection from {client}: invalid PROXY header",
+                frontend=self._factory.frontend.name,
+                client=_host(self._source),
+            )
+            self._close("invalid proxy header")
+            return
+        if parsed is None:
+            return
+        info, rest = parsed
+        self._header = None
+        self._stopHeaderTimer()
+        if info.source is not None and info.destination is not None:
+            self._source, self._destination = info.source, info.destination
+        self.transport.pauseProducing()
+        if rest:
+            self._early.append(rest)
+        self._connect()
+
+    def _headerTimedOut(self) -> None:
+        """
+        No complete PROXY header in time: close the client.
+        """
+        self._headerTimer = None
+        _log.info(
+            "{frontend}: closing connection from {client}: no PROXY header "
+            "within {timeout} seconds",
+            frontend=self._factory.frontend.name,
+            client=_host(self._source),
+            timeout=self._factory.frontend.header_timeout,
+        )
+        self._close("proxy header timeout")
+
+    def _stopHeaderTimer(self) -> None:
+        timer, self._headerTimer = self._headerTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    # Connecting to a backend.
+
+    def _connect(self) -> None:
+        """
+        Connect to the next available backend not tried yet, or close the
+        client if there is none.
+        """
+        factory = self._factory
+        now = self._clock.seconds()
+        backend = self._pool.choose(now, exclude=self._tried)
+        if backend is None:
+            self._giveUp()
+            return
+        self._tried.append(backend)
+        self._attemptStarted = now
+        d = factory.backendEndpoint(backend).connect(_BackendConnectionFactory())
+        d.addTimeout(self._pool.config.connect_timeout, self._clock)
+        self._pending = d
+        d.addCallbacks(
+            self._connected,
+            self._connectFailed,
+            callbackArgs=(backend,),
+            errbackArgs=(backend,),
+        )
+
+    def _connectFailed(self, failure: Failure, backend: Backend) -> None:
+        """
+        A connection attempt failed: count it against the backend, then try
+        another one or give up.
+
+        @param failure: Why.
+        @param backend: The backend it was made to.
+        """
+        self._pending = None
+        if self._clientGone:
+            # Cancelled because the client went away: not the backend's fault.
+            return
+        kind, reason = classifyConnectFailure(failure)
+        now = self._clock.seconds()
+        backend.stats.recordFailure(kind, now - self._attemptStarted, now)
+        change = backend.requestFailed(reason, now)
+        if change is not None:
+            logStateChange(change)
+        self._retryReasons.append(f"{backend.name}: {reason}")
+        if len(self._tried) <= self._pool.config.retries:
+            _log.info(
+                "{frontend}: cannot connect to {backend} for {client}: {reason}; "
+                "trying another backend",
+                frontend=self._factory.frontend.name,
+                pool=self._pool.name,
+                backend=backend.address,
+                client=_host(self._source),
+                reason=reason,
+                attempt=len(self._tried),
+            )
+            self._connect()
+        else:
+            self._giveUp()
+
+    def _giveUp(self) -> None:
+        """
+        No backend could be connected: close the client.
+        """
+        factory = self._factory
+        if not self._tried:
+            _log.warn(
+                "{frontend}: no backend available in pool {pool}; closing "
+                "connection from {client}",
+                frontend=factory.frontend.name,
+                pool=self._pool.name,
+                client=_host(self._source),
+            )
+            self._close("no backend available")
+            return
+        _log.warn(
+            "{frontend}: closing connection from {client} after {attempts} "
+            "failed attempt(s): {reasons}",
+            frontend=factory.frontend.name,
+            pool=self._pool.name,
+            client=_host(self._source),
+            attempts=len(self._tried),
+            reasons="; ".join(self._retryReasons),
+        )
+        self._close("connect failed")
+
+    def _connected(self, protocol: _BackendConnection, backend: Backend) -> None:
+        """
+        The backend is connected: write the PROXY header if the pool sends
+        one, then relay through a tunnel.
+
+        @param protocol: The backend connection's protocol.
+        @param backend: The backend.
+        """
+        self._pending = None
+        if self._clientGone:
+            protocol.transport.loseConnection()
+            return
+        config = self._pool.config
+        backend.active += 1
+        backend.requests += 1
+        self._backend = backend
+        change = backend.requestSucceeded(self._clock.seconds())
+        if change is not None:
+            logStateChange(change)
+        backendTransport = protocol.transport
+        if config.send_proxy != "none":
+            assert self._source is not None and self._destination is not None
+            backendTransport.write(
+                proxyHeader(config.send_proxy, self._source, self._destination)
+            )
+        tunnel = Tunnel(self._clock, config.idle_timeout, self._tunnelClosed)
+        self._tunnel = tunnel
+        early, self._early = b"".join(self._early), []
+        if self._earlyEOF:
+            tunnel.client.readConnectionLost()
+        protocol.attach(tunnel.backend)
+        tunnel.start(self.transport, backendTransport, pendingToBackend=early)
+
+    def _tunnelClosed(self, totals: TunnelTotals) -> None:
+        """
+        Both connections are closed: release the backend, count, log.
+
+        @param totals: What went through.
+        """
+        self._tunnel = None
+        backend = self._backend
+        assert backend is not None
+        backend.active -= 1
+        stats = self._factory.stats
+        stats.received(totals.fromClient)
+        stats.sent(totals.toClient)
+        self._fromClient, self._toClient = totals.fromClient, totals.toClient
+        self._outcome = totals.reason
+        if totals.reason == "idle timeout":
+            _log.info(
+                "{frontend}: closed idle connection from {client} to {backend} "
+                "after {timeout} seconds without traffic",
+                frontend=self._factory.frontend.name,
+                pool=self._pool.name,
+                client=_host(self._source),
+                backend=backend.address,
+                timeout=self._pool.config.idle_timeout,
+            )
+        self._record()
+
+    # Closing.
+
+    def _close(self, outcome: str) -> None:
+        """
+        Close the client before any tunnel: the log line is written when
+        the connection is lost.
+
+        @param outcome: How the connection ended, for the log.
+        """
+        self._stopHeaderTimer()
+        if self._outcome is None:
+            self._outcome = outcome
+        self._header = None
+        self._early = []
+        self.transport.loseConnection()
+
+    def _record(self) -> None:
+        """
+        Count the connection as closed and write its access log line, once.
+        """
+        if self._recorded:
+            return
+        self._recorded = True
+        factory = self._factory
+        factory.stats.connectionClosed()
+        if factory.accessLog is None:
+            return
+        now = self._clock.seconds()
+        backend = self._backend
+        factory.accessLog.logConnection(
+            ConnectionRecord(
+                timestamp=now,
+                client=_host(self._source),
+                frontend=factory.frontend.name,
+                pool=self._pool.name,
+                backend=backend.name if backend is not None else None,
+                attempts=len(self._tried),
+                retryReasons=tuple(self._retryReasons),
+                fromClient=self._fromClient,
+                toClient=self._toClient,
+                duration=now - self._opened,
+                outcome=self._outcome or "closed",
+            )
+        )
+
+
+class TCPProxyFactory(Factory):
+    """
+    The factory of a TCP-mode frontend: each connection is relayed to a
+    backend of the pool (see the module docstring).
+
+    @ivar reactor: The reactor (L{IReactorTCP} and L{IReactorTime}).
+    @ivar frontend: The frontend's configuration.
+    @ivar pool: The pool that serves it.
+    @ivar stats: The frontend's statistics.
+    @ivar accessLog: Where one line per connection goes, or L{None}.
+    @ivar backendEndpoint: Returns the endpoint to connect to a backend.
+    """
+
+    noisy = False
+
+    def __init__(
+        self,
+        reactor: Any,
+        frontend: FrontendConfig,
+        pool: BackendPool,
+        stats: FrontendStats,
+        accessLog: AccessLog | None,
+        backendEndpoint: Callable[[Backend], IStreamClientEndpoint] | None = None,
+    ) -> None:
+        """
+        @param reactor: The reactor (L{IReactorTCP} and L{IReactorTime}).
+        @param frontend: The frontend's configuration.
+        @param pool: The pool that serves it (a TCP pool).
+        @param stats: The frontend's statistics.
+        @param accessLog: Where one line per connection goes, or L{None}.
+        @param backendEndpoint: Returns the endpoint to connect to a
+            backend; by default L{lbtwist.tcp.backendEndpoint} with the
+            pool's C{connect_timeout}.
+        """
+        self.reactor = reactor
+        self.frontend = frontend
+        self.pool = pool
+        self.stats = stats
+        self.accessLog = accessLog
+        if backendEndpoint is None:
+            backendEndpoint = self._defaultEndpoint
+        self.backendEndpoint = backendEndpoint
+
+    def _defaultEndpoint(self, backend: Backend) -> IStreamClientEndpoint:
+        """
+        @param backend: A backend of the pool.
+        @return: L{lbtwist.tcp.backendEndpoint} for it.
+        """
+        return backendEndpoint(
+            self.reactor, backend.config, self.pool.config.connect_timeout
+        )
+
+    def buildProtocol(self, addr: IAddress | None) -> _ClientConnection:
+        """
+        @param addr: The client's address.
+        @return: The protocol for the client's connection.
+        """
+        return _ClientConnection(self)

@@ -1,0 +1,1 @@
+TCP (L4) mode: ``mode = "tcp"`` frontends relay bytes to pools of ``tcp://`` backends with connect retries, backpressure, half-close and an idle timeout; WebSocket and other HTTP Upgrade requests on HTTP frontends become raw tunnels after a ``101``; ``send_proxy`` writes PROXY protocol v1/v2 headers to TCP backends and ``accept_proxy`` reads them from a balancer in front.
