@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Iterable
 
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IProtocol
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -475,12 +475,36 @@ class ProxyChannel(HTTPChannel):
         self._awaitingHead = True
         super().requestDone(request)
 
+    def switchProtocols(self, protocol: IProtocol) -> None:
+        """
+        Hand this connection's incoming bytes and its end to C{protocol}
+        (after a C{101 Switching Protocols}), as Twisted's own websocket
+        support does; the connection still counts as this frontend's until
+        it closes.
+
+        @param protocol: The protocol taking over; its C{makeConnection} is
+            the caller's business.
+        """
+        self._cancelHeadDeadline()
+        self.setTimeout(None)
+
+        def connectionLost(reason: Failure = connectionDone) -> None:
+            protocol.connectionLost(reason)
+            self._forget()
+
+        self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]
+        self.connectionLost = connectionLost  # type: ignore[method-assign]
+
+    def _forget(self) -> None:
+        self.site.stats.connectionClosed()
+        self.site.channels.discard(self)
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
         Stop the head deadline; count the connection as closed.
         """
         self._cancelHeadDeadline()
-        self.site.stats.connectionClosed()
+        self._forget()
         super().connectionLost(reason)
 
 

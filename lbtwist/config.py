@@ -235,11 +235,14 @@ class SettingsConfig:
     @ivar access_log_format: C{"combined"} or C{"json"}.
     @ivar state_file: Where runtime changes (drain, disable, weight) are kept;
         L{None} to keep them in memory only.
+    @ivar grace_period: Seconds in-flight requests and tunnels get to finish
+        when lbtwist stops (SIGTERM) before they are cut off.
     """
 
     access_log: str | None = None
     access_log_format: str = "combined"
     state_file: str | None = None
+    grace_period: float = 10.0
 
 
 @frozen
@@ -662,6 +665,7 @@ _SETTINGS = {
     "access_log": _string,
     "access_log_format": _choice(_ACCESS_LOG_FORMATS),
     "state_file": _string,
+    "grace_period": _seconds(allowZero=True),
 }
 
 _FRONTEND = {

@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import gatherResults, maybeDeferred
+from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
@@ -28,6 +27,7 @@ from lbtwist.config import Config
 from lbtwist.health import HealthCheck, ProbeResult, healthAgent, probeFor
 from lbtwist.metrics import metricsRegistry
 from lbtwist.pool import BackendPool
+from lbtwist.shutdown import Drainable, GracefulShutdown
 from lbtwist.statefile import StateFile
 from lbtwist.stats import FrontendStats
 from lbtwist.tcp import TCPProxyFactory
@@ -87,20 +87,6 @@ class FrontendListener(StreamServerEndpointService):
             address=describeAddress(port),
         )
         return port
-
-
-class _CleanUp(Service):
-    """
-    Runs clean-up steps when the service tree stops: closing cached upstream
-    connections, closing the access log.
-    """
-
-    def __init__(self, steps: Sequence[Callable[[], object]]) -> None:
-        self._steps = steps
-
-    def stopService(self) -> Any:
-        super().stopService()
-        return gatherResults([maybeDeferred(step) for step in self._steps])
 
 
 def _recordCheck(reactor: Any, backend: Backend) -> Callable[[ProbeResult], None]:
@@ -174,6 +160,12 @@ def makeService(config: Config, reactor: Any) -> MultiService:
     probeAgent = healthAgent(reactor)
     connectionPools: list[HTTPConnectionPool] = []
     pools: dict[str, BackendPool] = {}
+    drainable: list[Drainable] = []
+    cleanUp: list[Callable[[], object]] = []
+    # First child: stopped after the listeners, so it drains what is left.
+    GracefulShutdown(
+        reactor, settings.grace_period, drainable, pools.values(), cleanUp
+    ).setServiceParent(root)
     resources: dict[str, PoolResource] = {}
     upgrades = upgradeHandler(reactor)
     for poolConfig in config.pools:
@@ -194,6 +186,7 @@ def makeService(config: Config, reactor: Any) -> MultiService:
             factory = TCPProxyFactory(
                 reactor, frontend, pools[frontend.pool], stats, accessLog
             )
+            drainable.append(factory)
         else:
             factory = ProxySite(
                 resources[frontend.pool],
@@ -203,6 +196,7 @@ def makeService(config: Config, reactor: Any) -> MultiService:
                 stats,
                 accessLog,
             )
+            drainable.append(factory)
         if frontend.accept_proxy and frontend.mode == "http":
             # TCP frontends read the PROXY header themselves (keeping
             # half-close, which Twisted's wrapper does not pass on).
@@ -221,8 +215,7 @@ def makeService(config: Config, reactor: Any) -> MultiService:
             reactor, "admin", [config.admin.listen], _AdminSite(admin)
         ):
             listener.setServiceParent(root)
-    steps: list[Callable[[], object]] = [p.closeCachedConnections for p in connectionPools]
+    cleanUp.extend(p.closeCachedConnections for p in connectionPools)
     if accessLog is not None:
-        steps.append(accessLog.close)
-    _CleanUp(steps).setServiceParent(root)
+        cleanUp.append(accessLog.close)
     return root

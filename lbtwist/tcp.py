@@ -218,6 +218,7 @@ class _ClientConnection(Protocol):
         """
         factory = self._factory
         factory.stats.connectionOpened()
+        factory.connections.add(self)
         self._opened = self._clock.seconds()
         self._source = self.transport.getPeer()
         self._destination = self.transport.getHost()
@@ -502,6 +503,15 @@ class _ClientConnection(Protocol):
         self._early = []
         self.transport.loseConnection()
 
+    def abort(self) -> None:
+        """
+        Cut this connection off now (graceful shutdown is over).
+        """
+        if self._tunnel is not None:
+            self._tunnel.abort("shutdown")
+        elif self.transport is not None:
+            self.transport.abortConnection()
+
     def _record(self) -> None:
         """
         Count the connection as closed and write its access log line, once.
@@ -511,6 +521,7 @@ class _ClientConnection(Protocol):
         self._recorded = True
         factory = self._factory
         factory.stats.connectionClosed()
+        factory.connections.discard(self)
         if factory.accessLog is None:
             return
         now = self._clock.seconds()
@@ -571,6 +582,7 @@ class TCPProxyFactory(Factory):
         self.pool = pool
         self.stats = stats
         self.accessLog = accessLog
+        self.connections: set[_ClientConnection] = set()
         if backendEndpoint is None:
             backendEndpoint = self._defaultEndpoint
         self.backendEndpoint = backendEndpoint
@@ -583,6 +595,25 @@ class TCPProxyFactory(Factory):
         return backendEndpoint(
             self.reactor, backend.config, self.pool.config.connect_timeout
         )
+
+    def drain(self) -> None:
+        """
+        Nothing to do: a TCP connection has no idle state between requests;
+        open connections go on until they close or the grace period ends.
+        """
+
+    def openConnections(self) -> int:
+        """
+        @return: How many client connections are open.
+        """
+        return len(self.connections)
+
+    def abortConnections(self) -> None:
+        """
+        Abort every client connection still open.
+        """
+        for connection in list(self.connections):
+            connection.abort()
 
     def buildProtocol(self, addr: IAddress | None) -> _ClientConnection:
         """

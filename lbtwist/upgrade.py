@@ -387,12 +387,7 @@ class UpgradeAttempts:
             self._pool.config.idle_timeout,
             lambda totals: self._closed(backend, totals),
         )
-        # From now on the channel's connection events go to the tunnel, as
-        # Twisted's own websocket support does it
-        # (HTTPChannel._protocolUpgradeForWebsockets, which would also call
-        # makeConnection; Tunnel.start does that).
-        channel.dataReceived = tunnel.client.dataReceived  # type: ignore[method-assign]
-        channel.connectionLost = tunnel.client.connectionLost  # type: ignore[method-assign]
+        channel.switchProtocols(tunnel.client)
         connection.tunnelled = tunnel.backend
         tunnel.start(clientTransport, connection.transport, pending, rest)
 

@@ -782,6 +782,8 @@ class ProxySite(server.Site):
         self.poolName = frontend.pool
         self.stats = FrontendStats() if stats is None else stats
         self.accessLog = accessLog
+        self.channels: set[ProxyChannel] = set()
+        self.draining = False
         self.maxBodySize = maxBodySize
         self.trustedNetworks = tuple(
             ipaddress.ip_network(n, strict=False) for n in frontend.trusted_proxies
@@ -799,11 +801,39 @@ class ProxySite(server.Site):
         )
         channel.factory = self
         channel.site = self
+        if self.draining:
+            channel.persistent = False
+        self.channels.add(channel)
         channel.requestFactory = self.requestFactory  # type: ignore[assignment]
         # As HTTPFactory.buildProtocol does: timeouts on this site's reactor.
         channel.callLater = self.reactor.callLater  # type: ignore[method-assign,assignment]
         channel.timeOut = self.timeOut  # type: ignore[assignment]
         return channel
+
+    def drain(self) -> None:
+        """
+        Close idle keep-alive connections now; the others close after their
+        current response, which says C{Connection: close}.
+        """
+        self.draining = True
+        for channel in list(self.channels):
+            channel.persistent = False
+            if not channel.requests and channel.transport is not None:
+                channel.transport.loseConnection()
+
+    def openConnections(self) -> int:
+        """
+        @return: How many client connections are open.
+        """
+        return len(self.channels)
+
+    def abortConnections(self) -> None:
+        """
+        Abort every client connection still open.
+        """
+        for channel in list(self.channels):
+            if channel.transport is not None:
+                cast(ITCPTransport, channel.transport).abortConnection()
 
     def logRequest(
         self,
