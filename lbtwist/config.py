@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +32,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "FrontendConfig",
+    "FrontendTLSConfig",
     "HealthCheckConfig",
     "PoolConfig",
     "STRATEGY_NAMES",
@@ -47,6 +49,8 @@ _HEALTH_CHECK_KINDS = ("http", "tcp", "none")
 _MODES = ("http", "tcp")
 _LATER_MODES: tuple[str, ...] = ()
 _SEND_PROXY = ("none", "v1", "v2")
+_TLS_VERSIONS = ("1.2", "1.3")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class ConfigError(ValueError):
@@ -105,9 +109,9 @@ class BackendConfig:
     One upstream server.
 
     @ivar url: The URL as written, e.g. C{"http://127.0.0.1:9001"}.
-    @ivar scheme: C{"http"}.
+    @ivar scheme: C{"http"}, C{"https"} or C{"tcp"}.
     @ivar host: Host name or IP address, without brackets for IPv6.
-    @ivar port: TCP port (80 when the URL has none).
+    @ivar port: TCP port (80, or 443 for C{https}, when the URL has none).
     @ivar name: Name within its pool; defaults to L{address}.
     @ivar weight: Relative share of the traffic, a positive integer.
     """
@@ -151,6 +155,11 @@ class PoolConfig:
     @ivar send_proxy: C{"none"}, C{"v1"} or C{"v2"}: write a PROXY protocol
         header carrying the client's address to TCP backends.
     @ivar health: The active health check.
+    @ivar ca_file: For C{https://} backends: a PEM file of the certificates
+        to trust (resolved against the configuration file's directory), or
+        L{None} for the system trust store.
+    @ivar tls_verify: For C{https://} backends: verify the certificate and
+        the host name; C{False} is an explicit, logged opt-out.
     """
 
     name: str
@@ -167,6 +176,8 @@ class PoolConfig:
     idle_timeout: float = 300.0
     send_proxy: str = "none"
     health: HealthCheckConfig = HealthCheckConfig()
+    ca_file: str | None = None
+    tls_verify: bool = True
 
     @property
     def mode(self) -> str:
@@ -174,6 +185,31 @@ class PoolConfig:
         C{"tcp"} if the backends are C{tcp://} URLs, else C{"http"}.
         """
         return "tcp" if self.backends[0].scheme == "tcp" else "http"
+
+    @property
+    def usesTLS(self) -> bool:
+        """
+        Whether any backend is an C{https://} URL.
+        """
+        return any(backend.scheme == "https" for backend in self.backends)
+
+
+@frozen
+class FrontendTLSConfig:
+    """
+    TLS termination on a frontend (C{[frontend.tls]}).
+
+    @ivar certificates: PEM files (private key, certificate, chain), resolved
+        against the configuration file's directory; the first one is served
+        when no certificate's names match the client's server name.
+    @ivar min_version: C{"1.2"} or C{"1.3"}.
+    @ivar handshake_timeout: Seconds a connection has to complete the TLS
+        handshake before it is closed.
+    """
+
+    certificates: tuple[str, ...]
+    min_version: str = "1.2"
+    handshake_timeout: float = 10.0
 
 
 @frozen
@@ -195,6 +231,7 @@ class FrontendConfig:
     @ivar accept_proxy: Expect a PROXY protocol (v1 or v2) header from a
         trusted balancer in front; the client address it carries is the one
         logged, forwarded and sent on.
+    @ivar tls: TLS termination, or L{None} for plain connections.
     """
 
     name: str
@@ -208,6 +245,7 @@ class FrontendConfig:
     trusted_proxies: tuple[str, ...] = ()
     add_forwarded: bool = False
     accept_proxy: bool = False
+    tls: FrontendTLSConfig | None = None
 
 
 @frozen
@@ -602,16 +640,14 @@ def _hostOf(ipv6: str | None, host: str) -> str:
 
 def _urlParts(url: str) -> tuple[str, str, int]:
     """
-    @return: C{(scheme, host, port)} of an C{http://host[:port]} or
-        C{tcp://host:port} URL.
+    @return: C{(scheme, host, port)} of an C{http://host[:port]},
+        C{https://host[:port]} or C{tcp://host:port} URL.
     @raise _Invalid: With the problem, for any other URL.
     """
     match = _URL.fullmatch(url)
     scheme = match["scheme"].lower() if match else ""
-    if scheme == "https":
-        raise _Invalid("https backends are not supported yet")
-    if match is None or scheme not in ("http", "tcp"):
-        raise _Invalid("must be an http:// or tcp:// URL")
+    if match is None or scheme not in ("http", "https", "tcp"):
+        raise _Invalid("must be an http://, https:// or tcp:// URL")
     if "@" in match["authority"]:
         raise _Invalid("must not contain user information")
     if match["path"] not in ("", "/"):
@@ -629,7 +665,7 @@ def _urlParts(url: str) -> tuple[str, str, int]:
     if port is None and scheme == "tcp":
         raise _Invalid("a tcp:// URL needs a port")
     if port is None:
-        return scheme, host, 80
+        return scheme, host, _DEFAULT_PORTS[scheme]
     if not _DIGITS.fullmatch(port) or not 1 <= int(port) <= 65535:
         raise _Invalid(f'port "{port}" must be 1-65535')
     return scheme, host, int(port)
@@ -680,6 +716,13 @@ _FRONTEND = {
     "trusted_proxies": _listOf(_network, allowEmpty=True),
     "add_forwarded": _boolean,
     "accept_proxy": _boolean,
+    "tls": _table("[frontend.tls]"),
+}
+
+_FRONTEND_TLS = {
+    "certificates": _listOf(_name, allowEmpty=False),
+    "min_version": _choice(_TLS_VERSIONS),
+    "handshake_timeout": _seconds(),
 }
 
 _POOL = {
@@ -695,6 +738,8 @@ _POOL = {
     "passive_cooldown": _seconds(allowZero=True),
     "idle_timeout": _seconds(),
     "send_proxy": _choice(_SEND_PROXY),
+    "ca_file": _name,
+    "tls_verify": _boolean,
     "health": _table("[pool.health]"),
     "backend": _tables("[[pool.backend]]"),
 }
@@ -776,7 +821,9 @@ def _parseBackend(table: Mapping[str, object], where: str) -> BackendConfig:
     return BackendConfig(url=url, scheme=scheme, host=host, port=port, **values)
 
 
-def _parsePool(table: Mapping[str, object], index: int) -> PoolConfig:
+def _parsePool(
+    table: Mapping[str, object], index: int, directory: str = ""
+) -> PoolConfig:
     where = _label("pool", index, table)
     values = _read(table, where, _POOL, required=("name", "backend"))
     healthValues = _read(values.pop("health", {}), f"{where} health", _HEALTH)
@@ -786,7 +833,7 @@ def _parsePool(table: Mapping[str, object], index: int) -> PoolConfig:
     )
     _requireUniqueNames([b.name for b in backends], "backend", f"{where} ")
     for number, backend in enumerate(backends, 1):
-        if backend.scheme != backends[0].scheme:
+        if (backend.scheme == "tcp") != (backends[0].scheme == "tcp"):
             raise ConfigError(
                 f'{where} backend {number}: url "{backend.url}": the backends of '
                 "a pool must all be http:// or all be tcp://"
@@ -797,16 +844,70 @@ def _parsePool(table: Mapping[str, object], index: int) -> PoolConfig:
             raise ConfigError(f'{where} health: check "http" needs http:// backends')
     elif values.get("send_proxy", "none") != "none":
         raise ConfigError(f"{where}: send_proxy needs tcp:// backends")
+    if not any(backend.scheme == "https" for backend in backends):
+        for key in ("ca_file", "tls_verify"):
+            if key in values:
+                raise ConfigError(f"{where}: {key} needs https:// backends")
+    if "ca_file" in values:
+        written = values["ca_file"]
+        values["ca_file"] = _resolve(written, directory)
+        _checkTLSFile("ca", values["ca_file"], f"{where} ca_file", written)
     health = HealthCheckConfig(**healthValues)
     return PoolConfig(backends=backends, health=health, **values)
 
 
+def _resolve(path: str, directory: str) -> str:
+    """
+    @return: C{path}, relative to C{directory} unless it is absolute.
+    """
+    return os.path.join(directory, path) if directory else path
+
+
+def _checkTLSFile(kind: str, path: str, where: str, written: str) -> None:
+    """
+    Load a certificate file, turning its error into a L{ConfigError} like
+    C{frontend "https" tls: certs/a.pem: no private key}.
+
+    @param kind: C{"server"} (a frontend's key and certificate, see
+        L{lbtwist.tls.loadServerCertificate}) or C{"ca"} (a pool's
+        C{ca_file}, see L{lbtwist.tls.checkCAFile}).
+    """
+    # Imported here: only configurations with TLS need OpenSSL.
+    from lbtwist.tls import CertificateError, checkCAFile, loadServerCertificate
+
+    try:
+        if kind == "ca":
+            checkCAFile(path)
+        else:
+            loadServerCertificate(path)
+    except CertificateError as e:
+        raise ConfigError(f"{where}: {written}: {e.reason}") from None
+
+
+def _parseFrontendTLS(
+    table: Mapping[str, object], where: str, directory: str
+) -> FrontendTLSConfig:
+    where = f"{where} tls"
+    values = _read(table, where, _FRONTEND_TLS, required=("certificates",))
+    paths = []
+    for written in values["certificates"]:
+        path = _resolve(written, directory)
+        _checkTLSFile("server", path, where, written)
+        paths.append(path)
+    values["certificates"] = tuple(paths)
+    return FrontendTLSConfig(**values)
+
+
 def _parseFrontend(
-    table: Mapping[str, object], index: int, pools: Mapping[str, str]
+    table: Mapping[str, object],
+    index: int,
+    pools: Mapping[str, str],
+    directory: str = "",
 ) -> FrontendConfig:
     """
     @param pools: The mode (C{"http"} or C{"tcp"}) of each pool defined, by
         name; the frontend must name one of its own mode.
+    @param directory: Where relative certificate paths start.
     """
     where = _label("frontend", index, table)
     values = _read(table, where, _FRONTEND, required=("listen", "pool"))
@@ -821,6 +922,12 @@ def _parseFrontend(
             f'{where}: mode "{mode}" cannot use pool "{pool}", whose backends '
             f"are {scheme} URLs"
         )
+    if "tls" in values:
+        if mode == "tcp" and values.get("accept_proxy", False):
+            raise ConfigError(
+                f"{where}: accept_proxy with tls needs mode \"http\""
+            )
+        values["tls"] = _parseFrontendTLS(values["tls"], where, directory)
     values.setdefault("name", f"frontend-{index}")
     return FrontendConfig(**values)
 
@@ -835,14 +942,17 @@ def parseConfig(document: Mapping[str, object], source: str = "<config>") -> Con
     @raise ConfigError: Naming the section and key of the first problem.
     """
     values = _read(document, "top level", _TOP_LEVEL, required=("frontend", "pool"))
+    # Certificate paths are relative to the file's directory.
+    directory = "" if source.startswith("<") else os.path.dirname(source)
     pools = tuple(
-        _parsePool(table, index) for index, table in enumerate(values["pool"], 1)
+        _parsePool(table, index, directory)
+        for index, table in enumerate(values["pool"], 1)
     )
     poolNames = [pool.name for pool in pools]
     _requireUniqueNames(poolNames, "pool")
     modes = {pool.name: pool.mode for pool in pools}
     frontends = tuple(
-        _parseFrontend(table, index, modes)
+        _parseFrontend(table, index, modes, directory)
         for index, table in enumerate(values["frontend"], 1)
     )
     _requireUniqueNames([frontend.name for frontend in frontends], "frontend")
@@ -959,7 +1069,7 @@ def configFromOptions(
     )
     _requireUniqueNames([b.name for b in pool.backends], "--backend")
     for number, backend in enumerate(pool.backends, 1):
-        if pool.mode != mode or backend.scheme != pool.backends[0].scheme:
+        if (backend.scheme == "tcp") != (mode == "tcp"):
             wanted = "tcp://" if mode == "tcp" else "http://"
             raise ConfigError(
                 f'--backend {number}: "{backend.url}" must be a {wanted} URL '

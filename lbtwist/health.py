@@ -33,6 +33,7 @@ from twisted.internet.error import ConnectionRefusedError as TwistedRefusedError
 from twisted.internet.error import TCPTimedOutError
 from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import (
+    IHandshakeListener,
     IProtocol,
     IReactorTCP,
     IReactorTime,
@@ -54,7 +55,8 @@ from twisted.web.iweb import IAgent, IResponse
 from zope.interface import Interface, implementer
 
 from lbtwist.config import BackendConfig, HealthCheckConfig, PoolConfig
-from lbtwist.upstream import UpstreamConnectionPool
+from lbtwist.tls import BackendTLS, describeTLSFailure
+from lbtwist.upstream import BackendEndpoints, UpstreamConnectionPool
 
 __all__ = [
     "ProbeResult",
@@ -150,6 +152,9 @@ def _describeFailure(reason: Failure, timeout: float) -> str:
         return "connection refused"
     if isinstance(error, CancelledError):
         return "cancelled"
+    tls = describeTLSFailure(reason)
+    if tls is not None:
+        return tls.reason
     if isinstance(error, (ResponseFailed, ResponseNeverReceived)):
         # Agent wraps the interesting failure; describe the first one.
         inner = [r for r in error.reasons if isinstance(r, Failure)]
@@ -326,10 +331,46 @@ class _CloseAtOnce(Protocol):
         self.transport.loseConnection()  # type: ignore[union-attr]
 
 
+@implementer(IHandshakeListener)
+class _CloseAfterHandshake(Protocol):
+    """
+    A protocol that closes its TLS connection once the handshake completed.
+
+    @ivar handshake: Fires with the protocol when the handshake completed,
+        or errbacks with why the connection was lost before.
+    """
+
+    def __init__(self) -> None:
+        self.handshake: Deferred[IProtocol] = Deferred(self._cancel)
+
+    def _cancel(self, handshake: Deferred[IProtocol]) -> None:
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def handshakeCompleted(self) -> None:
+        """
+        The certificate was accepted: that was the whole check.
+        """
+        if not self.handshake.called:
+            self.handshake.callback(self)
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Lost before the handshake completed: the check failed.
+
+        @param reason: Why (a TLS error, for example).
+        """
+        if not self.handshake.called:
+            self.handshake.errback(reason)
+
+
 @implementer(IHealthProbe)
 class TCPProbe:
     """
-    Probe a backend by opening a TCP connection and closing it at once.
+    Probe a backend by opening a TCP connection and closing it at once; with
+    C{tls}, the TLS handshake (certificate verification included) must
+    complete too.
     """
 
     def __init__(
@@ -339,10 +380,12 @@ class TCPProbe:
         port: int,
         timeout: float,
         clock: IReactorTime | None = None,
+        tls: BackendTLS | None = None,
     ) -> None:
         """
         @param reactor: Makes the connection; also the clock unless C{clock}
             is given.
+        @param tls: For an C{https://} backend: how to talk TLS to it.
         @param host: An IPv4 or IPv6 literal (without brackets) or a host
             name.
         @param port: The TCP port.
@@ -355,6 +398,7 @@ class TCPProbe:
         self.port = port
         self.timeout = timeout
         self.clock: IReactorTime = clock if clock is not None else IReactorTime(reactor)
+        self.tls = tls
 
     def __repr__(self) -> str:
         """
@@ -392,7 +436,12 @@ class TCPProbe:
 
         @return: The endpoint's connection L{Deferred}.
         """
-        return self._endpoint().connect(Factory.forProtocol(_CloseAtOnce))
+        if self.tls is None:
+            return self._endpoint().connect(Factory.forProtocol(_CloseAtOnce))
+        endpoint = self.tls.wrap(self._endpoint(), self.host)
+        protocol = _CloseAfterHandshake()
+        d = endpoint.connect(Factory.forProtocol(lambda: protocol))
+        return d.addCallback(lambda _: protocol.handshake)
 
     def probe(self) -> Deferred[ProbeResult]:
         """
@@ -585,9 +634,11 @@ def probeFor(
     @param agent: Sends HTTP probes (see L{HTTPProbe}).
     @param pool: The pool, whose C{health} section chooses the check.
     @param backend: The backend to probe.
-    @return: An L{HTTPProbe} of C{http://{address}{path}} with C{Host} set
-        to the backend's address, a L{TCPProbe}, or C{None} when the check is
-        C{"none"}.
+    @return: An L{HTTPProbe} of C{http://{address}{path}} (C{https://}
+        for an C{https} backend: give an C{agent} from
+        C{healthAgent(reactor, pool)}) with C{Host} set to the backend's
+        address, a L{TCPProbe} (which completes the TLS handshake with an
+        C{https} backend), or C{None} when the check is C{"none"}.
     @raise ValueError: For an unknown check kind.
     """
     health = pool.health
@@ -596,14 +647,17 @@ def probeFor(
     clock = IReactorTime(reactor)
     if health.check == "http":
         address = backend.address
-        url = f"http://{address}{health.path}".encode("ascii")
+        url = f"{backend.scheme}://{address}{health.path}".encode("ascii")
         return HTTPProbe(agent, url, health, clock, host=address.encode("ascii"))
     if health.check == "tcp":
-        return TCPProbe(reactor, backend.host, backend.port, health.timeout, clock)
+        tls = BackendTLS.forPool(pool) if backend.scheme == "https" else None
+        return TCPProbe(
+            reactor, backend.host, backend.port, health.timeout, clock, tls
+        )
     raise ValueError(f"unknown health check {health.check!r}")
 
 
-def healthAgent(reactor: IReactorTCP) -> IAgent:
+def healthAgent(reactor: IReactorTCP, pool: PoolConfig | None = None) -> IAgent:
     """
     Make the agent HTTP probes use in production.
 
@@ -613,7 +667,16 @@ def healthAgent(reactor: IReactorTCP) -> IAgent:
 
     @param reactor: Connects to the backends; it must also provide
         L{IReactorTime}.
+    @param pool: A pool with C{https://} backends: the agent connects to
+        them with the pool's TLS settings (C{ca_file}, C{tls_verify}), as
+        requests do.
     @return: A L{twisted.web.client.Agent}.
     """
-    pool = UpstreamConnectionPool(reactor, maxIdle=0, idleTimeout=1.0)
-    return Agent(reactor, pool=pool)
+    connections = UpstreamConnectionPool(reactor, maxIdle=0, idleTimeout=1.0)
+    if pool is None:
+        return Agent(reactor, pool=connections)
+    endpoints = BackendEndpoints(
+        reactor, pool.health.timeout, BackendTLS.forPool(pool)
+    )
+    agent: IAgent = Agent.usingEndpointFactory(reactor, endpoints, pool=connections)
+    return agent

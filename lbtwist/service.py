@@ -29,8 +29,10 @@ from lbtwist.metrics import metricsRegistry
 from lbtwist.pool import BackendPool
 from lbtwist.shutdown import Drainable, GracefulShutdown
 from lbtwist.statefile import StateFile
+from lbtwist.systemd import SystemdNotifier, SystemdService, whenListening
 from lbtwist.stats import FrontendStats
 from lbtwist.tcp import TCPProxyFactory
+from lbtwist.tls import ALPN_HTTP, serverTLSFactory
 from lbtwist.upgrade import upgradeHandler
 from lbtwist.web import PoolResource, ProxySite, makeAgent
 
@@ -105,6 +107,9 @@ def _isDisabled(backend: Backend) -> Callable[[], bool]:
 
 def _healthChecks(reactor: Any, pool: BackendPool, agent: IAgent) -> list[IService]:
     checks: list[IService] = []
+    if pool.config.usesTLS:
+        # Probes of https:// backends verify them as requests do.
+        agent = healthAgent(reactor, pool.config)
     for backend in pool.backends:
         probe = probeFor(reactor, agent, pool.config, backend.config)
         if probe is not None:
@@ -170,6 +175,12 @@ def makeService(config: Config, reactor: Any) -> MultiService:
     upgrades = upgradeHandler(reactor)
     for poolConfig in config.pools:
         pool = pools[poolConfig.name] = BackendPool(poolConfig)
+        if poolConfig.usesTLS and not poolConfig.tls_verify:
+            _log.warn(
+                "pool {pool}: tls_verify = false: the certificates of its "
+                "https backends are not verified",
+                pool=poolConfig.name,
+            )
         if poolConfig.mode == "http":
             agent, connections = makeAgent(reactor, poolConfig)
             connectionPools.append(connections)
@@ -197,6 +208,11 @@ def makeService(config: Config, reactor: Any) -> MultiService:
                 accessLog,
             )
             drainable.append(factory)
+        if frontend.tls is not None:
+            protocols = ALPN_HTTP if frontend.mode == "http" else ()
+            factory = serverTLSFactory(
+                reactor, frontend.name, frontend.tls, factory, protocols
+            )
         if frontend.accept_proxy and frontend.mode == "http":
             # TCP frontends read the PROXY header themselves (keeping
             # half-close, which Twisted's wrapper does not pass on).
@@ -218,4 +234,17 @@ def makeService(config: Config, reactor: Any) -> MultiService:
     cleanUp.extend(p.closeCachedConnections for p in connectionPools)
     if accessLog is not None:
         cleanUp.append(accessLog.close)
+    # Last child: starts after the listeners (READY=1 once they all listen)
+    # and stops first (STOPPING=1 before the drain). Does nothing outside
+    # systemd.
+    SystemdService(
+        reactor,
+        SystemdNotifier(),
+        whenListening([s for s in root if isinstance(s, FrontendListener)]),
+        describe=_listeningOn,
+    ).setServiceParent(root)
     return root
+
+
+def _listeningOn(ports: Sequence[IListeningPort]) -> str:
+    return "listening on " + ", ".join(map(describeAddress, ports))

@@ -72,7 +72,9 @@ def backendEndpoint(
     @return: An endpoint connecting to the backend's host and port.
     """
     host = backend.host.encode("idna")
-    uri = URI(b"tcp", backend.address.encode("idna"), host, backend.port, b"", b"", b"", b"")
+    uri = URI(
+        b"tcp", backend.address.encode("idna"), host, backend.port, b"", b"", b"", b""
+    )
     return BackendEndpoints(reactor, timeout).endpointForURI(uri)
 
 

@@ -31,12 +31,13 @@ from attrs import frozen
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IDelayedCall,
-    IHalfCloseableDescriptor,
     IHalfCloseableProtocol,
+    INegotiated,
     IReactorTime,
     ISSLTransport,
 )
 from twisted.internet.protocol import Protocol
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -159,18 +160,36 @@ class _Side(Protocol):
         self.early = []
 
 
+def _isTLS(transport: Any) -> bool:
+    """
+    Is there TLS in this transport or under the protocol wrappers it is
+    made of?  (A L{ProtocolWrapper} copies its transport's interfaces
+    unreliably, so the wrappers are looked through.)
+
+    @param transport: A transport.
+    @return: Whether the connection is TLS.
+    """
+    while True:
+        # TLSMemoryBIOProtocol implements INegotiated; a transport started
+        # with startTLS directly provides ISSLTransport.
+        if ISSLTransport.providedBy(transport) or INegotiated.providedBy(transport):
+            return True
+        if not isinstance(transport, ProtocolWrapper):
+            return False
+        transport = transport.transport
+
+
 def _halfClose(transport: Any) -> None:
     """
-    End writing on a transport once its buffer is flushed, or close it where
-    it cannot half-close (TLS).
+    End writing on a transport once its buffer is flushed; close it where it
+    cannot half-close (TLS, which Twisted cannot half-close, and transports
+    without C{loseWriteConnection}).
 
     @param transport: A transport with no producer registered.
     """
-    halfCloseable = IHalfCloseableDescriptor.providedBy(
-        transport
-    ) and not ISSLTransport.providedBy(transport)
-    if halfCloseable:
-        transport.loseWriteConnection()
+    loseWriteConnection = getattr(transport, "loseWriteConnection", None)
+    if loseWriteConnection is not None and not _isTLS(transport):
+        loseWriteConnection()
     else:
         transport.loseConnection()
 

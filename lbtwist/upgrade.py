@@ -44,6 +44,7 @@ from zope.interface import implementer
 from lbtwist.backend import Backend, logStateChange
 from lbtwist.channel import connectionTokens
 from lbtwist.pool import BackendPool
+from lbtwist.tls import BackendTLS
 from lbtwist.tunnel import Tunnel, TunnelTotals
 from lbtwist.upstream import (
     RESPONSE_HOP_BY_HOP,
@@ -446,12 +447,13 @@ def upgradeHandler(reactor: Any) -> Callable[[ProxyRequest, BackendPool], bool]:
         protocols = upgradeProtocols(request)
         if not protocols:
             return False
-        endpoints = BackendEndpoints(reactor, pool.config.connect_timeout)
+        endpoints = BackendEndpoints(
+            reactor, pool.config.connect_timeout, BackendTLS.forPool(pool.config)
+        )
 
         def endpointFor(backend: Backend) -> IStreamClientEndpoint:
-            return endpoints.endpointForURI(
-                URI.fromBytes(b"http://" + backend.address.encode("ascii"))
-            )
+            base = f"{backend.config.scheme}://{backend.address}"
+            return endpoints.endpointForURI(URI.fromBytes(base.encode("ascii")))
 
         UpgradeAttempts(reactor, request, pool, endpointFor, protocols).start()
         return True

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
     HostnameEndpoint,
@@ -38,6 +38,7 @@ from twisted.web.iweb import IBodyProducer, IAgentEndpointFactory
 from zope.interface import implementer
 
 from lbtwist.channel import connectionTokens
+from lbtwist.tls import BackendTLS
 
 # Response fields that are about one connection, never forwarded (RFC 9110
 # section 7.6.1), besides those named by the Connection field.
@@ -169,20 +170,30 @@ class UpstreamConnectionPool(HTTPConnectionPool):
 class BackendEndpoints:
     """
     Client endpoints for backend URLs: IP literals are connected to directly,
-    names are resolved by L{HostnameEndpoint}.
+    names are resolved by L{HostnameEndpoint}; C{https} URLs get TLS on top.
 
     @ivar reactor: The reactor.
     @ivar connectTimeout: Seconds allowed to establish a connection.
+    @ivar tls: How to talk TLS to C{https} URLs; by default verified against
+        the system trust store.
     """
 
     reactor: Any
     connectTimeout: float
+    tls: BackendTLS = field(factory=BackendTLS, eq=False)
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
         """
         @param uri: The backend URI.
-        @return: An endpoint connecting to its host and port.
+        @return: An endpoint connecting to its host and port, over TLS
+            (verified, with SNI) for an C{https} URI.
         """
+        endpoint = self._tcpEndpoint(uri)
+        if uri.scheme == b"https":
+            return self.tls.wrap(endpoint, uri.host.decode("ascii"))
+        return endpoint
+
+    def _tcpEndpoint(self, uri: URI) -> IStreamClientEndpoint:
         host = uri.host.decode("ascii")
         try:
             address = ipaddress.ip_address(host)

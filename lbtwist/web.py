@@ -42,6 +42,7 @@ from lbtwist.accesslog import AccessLog, AccessRecord
 from lbtwist.config import FrontendConfig, PoolConfig
 from lbtwist.pool import BackendPool
 from lbtwist.stats import FrontendStats
+from lbtwist.tls import BackendTLS, TLSFailure, describeTLSFailure
 from lbtwist.upstream import (
     RESPONSE_HOP_BY_HOP,
     BackendEndpoints,
@@ -118,6 +119,11 @@ def classifyFailure(failure: Failure) -> UpstreamAttemptFailed:
     """
     if failure.check(RequestNotSent):
         return UpstreamAttemptFailed("connect_error", "request not sent")
+    tls = _tlsFailure(failure)
+    if tls is not None:
+        # A failed handshake means the request never reached the backend.
+        kind = "connect_error" if tls.handshake else "invalid_response"
+        return UpstreamAttemptFailed(kind, tls.reason)
     if failure.check(ierror.ConnectingCancelledError, ierror.TimeoutError):
         return UpstreamAttemptFailed("connect_timeout", "connect timeout")
     if failure.check(ierror.ConnectionRefusedError):
@@ -143,6 +149,21 @@ def classifyFailure(failure: Failure) -> UpstreamAttemptFailed:
     return UpstreamAttemptFailed(
         "connection_lost", "connection lost before the response"
     )
+
+
+def _tlsFailure(failure: Failure) -> TLSFailure | None:
+    """
+    @return: What went wrong if C{failure} (or, for an L{Agent} failure, one
+        of its reasons) is a TLS failure, else L{None}.
+    """
+    reasons = [failure]
+    if isinstance(failure.value, ResponseFailed):
+        reasons.extend(failure.value.reasons)
+    for reason in reasons:
+        described = describeTLSFailure(reason)
+        if described is not None:
+            return described
+    return None
 
 
 def _trusted(address: str, networks: Iterable[Any]) -> bool:
@@ -316,7 +337,7 @@ class ReverseProxyResource(Resource):
         self.backend = backend
         self._pool = pool
         self._agent = agent
-        self._base = b"http://" + backend.address.encode("ascii")
+        self._base = f"{backend.config.scheme}://{backend.address}".encode("ascii")
         self._hostOverride = (
             backend.address.encode("ascii") if pool.rewrite_host else None
         )
@@ -681,7 +702,9 @@ def makeAgent(reactor: Any, pool: PoolConfig) -> tuple[Agent, UpstreamConnection
         reactor, pool.max_idle_connections, pool.idle_connection_timeout
     )
     agent = Agent.usingEndpointFactory(
-        reactor, BackendEndpoints(reactor, pool.connect_timeout), pool=connections
+        reactor,
+        BackendEndpoints(reactor, pool.connect_timeout, BackendTLS.forPool(pool)),
+        pool=connections,
     )
     return agent, connections
 

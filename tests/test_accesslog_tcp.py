@@ -130,7 +130,10 @@ class LogConnectionTests(SynchronousTestCase):
         """
         A connection is written in the format that goes with the log's.
         """
-        for fmt, expected in (("combined", COMBINED), ("json", formatConnectionJSON(RECORD))):
+        for fmt, expected in (
+            ("combined", COMBINED),
+            ("json", formatConnectionJSON(RECORD)),
+        ):
             lines: list[str] = []
             AccessLog(lines.append, fmt).logConnection(RECORD)
             self.assertEqual(lines, [expected + "\n"])

@@ -912,9 +912,8 @@ class URLErrorTests(ConfigErrorAssertions):
         Each kind of bad URL is reported with the URL and the problem.
         """
         cases = [
-            ("https://127.0.0.1:9443", "https backends are not supported yet"),
-            ("ftp://127.0.0.1", "must be an http:// or tcp:// URL"),
-            ("127.0.0.1:9001", "must be an http:// or tcp:// URL"),
+            ("ftp://127.0.0.1", "must be an http://, https:// or tcp:// URL"),
+            ("127.0.0.1:9001", "must be an http://, https:// or tcp:// URL"),
             ("http://user:pw@127.0.0.1", "must not contain user information"),
             ("http://127.0.0.1/app", 'must not have a path ("/app")'),
             ("http://127.0.0.1?x=1", "must not have a query or fragment"),
@@ -1153,7 +1152,7 @@ class QuickFormTests(SynchronousTestCase):
             ("http://x,weight", "give weight=VALUE once"),
             ("http://x,name=a,name=b", "give name=VALUE once"),
             ("http://x,name=", "name must not be empty"),
-            ("https://x", 'url "https://x": https backends are not supported yet'),
+            ("ftp://x", 'url "ftp://x": must be an http://, https:// or tcp:// URL'),
         ]
         for spec, problem in cases:
             with self.subTest(spec=spec):
@@ -1427,4 +1426,202 @@ class TCPModeTests(SynchronousTestCase):
         self.assertEqual(
             str(e),
             '--backend 1: "http://127.0.0.1:1" must be a tcp:// URL with --mode tcp',
+        )
+
+
+class FrontendTLSConfigTests(SynchronousTestCase):
+    """
+    C{[frontend.tls]}: certificates checked at load time, paths relative to
+    the configuration file.
+    """
+
+    def setUp(self) -> None:
+        from tests.test_tls import Certificates
+
+        self.certs = Certificates()
+        self.addCleanup(self.certs.cleanUp)
+        self.directory = Path(self.certs.directory)
+
+    def load(self, tls: str, mode: str = "http", extra: str = "") -> Config:
+        """
+        Write a configuration with C{tls} as the body of C{[frontend.tls]}
+        next to the certificates and load it.
+        """
+        scheme = "tcp" if mode == "tcp" else "http"
+        path = self.directory / "lbtwist.toml"
+        path.write_text(
+            f"""
+[[frontend]]
+name = "https"
+listen = "tcp:8443"
+pool = "app"
+mode = "{mode}"
+{extra}
+[frontend.tls]
+{tls}
+
+[[pool]]
+name = "app"
+[[pool.backend]]
+url = "{scheme}://127.0.0.1:9001"
+"""
+        )
+        return loadConfig(str(path))
+
+    def assertLoadError(self, tls: str, message: str, **kwargs: str) -> None:
+        """
+        Loading fails with C{message} after the file name.
+        """
+        error = self.assertRaises(ConfigError, self.load, tls, **kwargs)
+        self.assertEqual(error.message, message)
+
+    def test_relativePathsAndDefaults(self) -> None:
+        """
+        Relative certificate paths start at the file's directory; the
+        minimum version is 1.2 and the handshake timeout 10 seconds.
+        """
+        from lbtwist.config import FrontendTLSConfig
+
+        config = self.load('certificates = ["a.pem", "b.pem"]')
+        self.assertEqual(
+            config.frontends[0].tls,
+            FrontendTLSConfig(
+                certificates=(self.certs.aPath, self.certs.bPath),
+                min_version="1.2",
+                handshake_timeout=10.0,
+            ),
+        )
+
+    def test_values(self) -> None:
+        """
+        C{min_version} and C{handshake_timeout} are read; a TCP frontend may
+        terminate TLS.
+        """
+        tls = self.load(
+            'certificates = "a.pem"\nmin_version = "1.3"\nhandshake_timeout = 2',
+            mode="tcp",
+        ).frontends[0].tls
+        assert tls is not None
+        self.assertEqual((tls.min_version, tls.handshake_timeout), ("1.3", 2.0))
+
+    def test_certificateErrorsNameTheFile(self) -> None:
+        """
+        A missing file, or a key that is not the certificate's, is an error
+        naming the file as written.
+        """
+        (self.directory / "certs").mkdir()
+        (self.directory / "certs" / "m.pem").write_bytes(
+            self.certs.b.keyPEM() + self.certs.a.certPEM()
+        )
+        self.assertLoadError(
+            'certificates = ["a.pem", "certs/none.pem"]',
+            'frontend "https" tls: certs/none.pem: cannot read: No such file '
+            "or directory",
+        )
+        self.assertLoadError(
+            'certificates = ["certs/m.pem"]',
+            'frontend "https" tls: certs/m.pem: the private key does not match '
+            "the certificate",
+        )
+
+    def test_valueErrors(self) -> None:
+        """
+        Bad values and missing keys are named.
+        """
+        self.assertLoadError(
+            "min_version = 1.2",
+            'frontend "https" tls: missing required key "certificates"',
+        )
+        self.assertLoadError(
+            'certificates = []',
+            'frontend "https" tls: certificates must not be empty',
+        )
+        self.assertLoadError(
+            'certificates = "a.pem"\nmin_version = "1.1"',
+            'frontend "https" tls: min_version "1.1" is not one of "1.2", "1.3"',
+        )
+        self.assertLoadError(
+            'certificates = "a.pem"\nhandshake_timeout = 0',
+            'frontend "https" tls: handshake_timeout must be a number greater than 0',
+        )
+        self.assertLoadError(
+            'certificates = "a.pem"\nciphers = "x"',
+            'frontend "https" tls: unknown key "ciphers"',
+        )
+
+    def test_tcpAcceptProxyWithTLS(self) -> None:
+        """
+        A TCP frontend cannot both read a PROXY header and terminate TLS.
+        """
+        self.assertLoadError(
+            'certificates = "a.pem"',
+            'frontend "https": accept_proxy with tls needs mode "http"',
+            mode="tcp",
+            extra="accept_proxy = true",
+        )
+
+
+class HTTPSBackendConfigTests(ConfigErrorAssertions):
+    """
+    C{https://} backends and the pool keys C{ca_file} and C{tls_verify}.
+    """
+
+    def test_httpsURL(self) -> None:
+        """
+        An https URL defaults to port 443; verification is on by default
+        with the system trust store.
+        """
+        config = parseConfig(changed("backend", url="https://App.Internal"))
+        pool = config.pools[0]
+        backend = pool.backends[1]
+        self.assertEqual(
+            (backend.scheme, backend.host, backend.port), ("https", "app.internal", 443)
+        )
+        self.assertEqual((pool.ca_file, pool.tls_verify), (None, True))
+        self.assertEqual(pool.mode, "http")
+        self.assertTrue(pool.usesTLS)
+
+    def test_caFileAndOptOut(self) -> None:
+        """
+        C{ca_file} is checked and resolved against the file's directory;
+        C{tls_verify} is read.
+        """
+        from tests.test_tls import Certificates
+
+        certs = Certificates()
+        self.addCleanup(certs.cleanUp)
+        document = changed(
+            "pool", ca_file="ca.pem", tls_verify=False
+        )
+        document["pool"][0]["backend"][1]["url"] = "https://127.0.0.1:9443"
+        source = str(Path(certs.directory) / "lbtwist.toml")
+        pool = parseConfig(document, source=source).pools[0]
+        self.assertEqual((pool.ca_file, pool.tls_verify), (certs.caPath, False))
+
+    def test_errors(self) -> None:
+        """
+        TLS keys need https backends; a C{ca_file} must hold certificates.
+        """
+        https = changed("pool", ca_file="/nonexistent/ca.pem")
+        https["pool"][0]["backend"][1]["url"] = "https://127.0.0.1:9443"
+        self.assertErrors(
+            [
+                (
+                    changed("pool", ca_file="ca.pem"),
+                    'pool "app": ca_file needs https:// backends',
+                ),
+                (
+                    changed("pool", tls_verify=False),
+                    'pool "app": tls_verify needs https:// backends',
+                ),
+                (
+                    changed("pool", tls_verify="no"),
+                    'pool "app": tls_verify must be true or false',
+                ),
+                (
+                    https,
+                    'pool "app" ca_file: /nonexistent/ca.pem: cannot read: No such '
+                    "file or directory",
+                ),
+            ]
         )

@@ -46,7 +46,9 @@ def backendConfig(port: int, host: str = "127.0.0.1") -> BackendConfig:
     @return: The configuration of a C{tcp://} backend.
     """
     shown = f"[{host}]" if ":" in host else host
-    return BackendConfig(url=f"tcp://{shown}:{port}", scheme="tcp", host=host, port=port)
+    return BackendConfig(
+        url=f"tcp://{shown}:{port}", scheme="tcp", host=host, port=port
+    )
 
 
 class TCPFixture:
@@ -82,7 +84,9 @@ class TCPFixture:
             AccessLog(self.lines.append, "json"),
         )
 
-    def connectClient(self, peer: Any = CLIENT, host: Any = FRONTEND) -> FakeTCPTransport:
+    def connectClient(
+        self, peer: Any = CLIENT, host: Any = FRONTEND
+    ) -> FakeTCPTransport:
         """
         A client connects.
         """
@@ -302,11 +306,16 @@ class RetryTests(SynchronousTestCase):
         self.assertIsNone(record["backend"])
         self.assertEqual(
             record["retry_reasons"],
-            ["127.0.0.1:5432: connection refused", "127.0.0.1:5434: connection refused"],
+            [
+                "127.0.0.1:5432: connection refused",
+                "127.0.0.1:5434: connection refused",
+            ],
         )
         self.assertEqual(f.stats.connectionsOpen, 0)
         self.assertEqual(sum(e.get("attempts") == 2 for e in events), 1)
-        self.assertEqual(sum(e.get("reason") == "connection refused" for e in events), 1)
+        self.assertEqual(
+            sum(e.get("reason") == "connection refused" for e in events), 1
+        )
 
     def test_noBackendAvailable(self) -> None:
         """
@@ -325,7 +334,9 @@ class RetryTests(SynchronousTestCase):
         """
         Connection failures count toward C{fall}.
         """
-        f = TCPFixture(ports=(5432, 5434), health=HealthCheckConfig(check="none", fall=2))
+        f = TCPFixture(
+            ports=(5432, 5434), health=HealthCheckConfig(check="none", fall=2)
+        )
         for _ in range(2):
             f.connectClient()
             f.failBackend(len(f.reactor.tcpClients) - 1)
@@ -378,9 +389,12 @@ class ProxyProtocolTests(SynchronousTestCase):
         f.connectClient(peer, host)
         backend = f.completeBackend()
         info = V2Parser.parse(bytes(backend.written))
-        self.assertEqual((info.source.host, info.source.port), ("2001:db8:0:0:0:0:0:7", 51000))
         self.assertEqual(
-            (info.destination.host, info.destination.port), ("2001:db8:0:0:0:0:0:1", 5433)
+            (info.source.host, info.source.port), ("2001:db8:0:0:0:0:0:7", 51000)
+        )
+        self.assertEqual(
+            (info.destination.host, info.destination.port),
+            ("2001:db8:0:0:0:0:0:1", 5433),
         )
 
     def test_noSendProxy(self) -> None:
@@ -420,7 +434,9 @@ class ProxyProtocolTests(SynchronousTestCase):
         client.receive(header[10:] + b"hello")
         self.assertFalse(client.reading)
         backend = f.completeBackend()
-        self.assertEqual(bytes(backend.written), proxyHeaderV1(original, target) + b"hello")
+        self.assertEqual(
+            bytes(backend.written), proxyHeaderV1(original, target) + b"hello"
+        )
         client.lose()
         backend.drain()
         self.assertEqual(f.records()[0]["client"], "203.0.113.9")
@@ -552,13 +568,15 @@ class BackendEndpointTests(SynchronousTestCase):
         """
         reactor = MemoryReactorClock()
         self.assertIsInstance(
-            backendEndpoint(reactor, backendConfig(1, "127.0.0.1"), 1.0), TCP4ClientEndpoint
+            backendEndpoint(reactor, backendConfig(1, "127.0.0.1"), 1.0),
+            TCP4ClientEndpoint,
         )
         self.assertIsInstance(
             backendEndpoint(reactor, backendConfig(1, "::1"), 1.0), TCP6ClientEndpoint
         )
         self.assertIsInstance(
-            backendEndpoint(reactor, backendConfig(1, "db.example"), 1.0), HostnameEndpoint
+            backendEndpoint(reactor, backendConfig(1, "db.example"), 1.0),
+            HostnameEndpoint,
         )
 
     def test_injected(self) -> None:

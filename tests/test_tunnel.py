@@ -23,12 +23,15 @@ from twisted.internet.error import ConnectionAborted, ConnectionDone, Connection
 from twisted.internet.interfaces import (
     IConsumer,
     IHalfCloseableDescriptor,
+    INegotiated,
     IPushProducer,
     ISSLTransport,
     ITransport,
 )
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
@@ -132,7 +135,11 @@ class FakeTCPTransport:
             return
         self.written += data
         self.pending += len(data)
-        if self.producer is not None and self.streaming and self.pending > self.bufferSize:
+        if (
+            self.producer is not None
+            and self.streaming
+            and self.pending > self.bufferSize
+        ):
             self.producerPaused = True
             self.producer.pauseProducing()
 
@@ -372,19 +379,59 @@ class TunnelHalfCloseTests(SynchronousTestCase):
         self.assertEqual(f.totals, [])
         f.client.drain()
         self.assertEqual(
-            f.totals, [TunnelTotals(fromClient=1, toClient=1, duration=0.0, reason="closed")]
+            f.totals,
+            [TunnelTotals(fromClient=1, toClient=1, duration=0.0, reason="closed")],
         )
 
     def test_TLSCannotHalfClose(self) -> None:
         """
-        A TLS transport is closed (after its buffer) instead of half-closed.
+        A TLS transport (C{startTLS}: L{ISSLTransport}; a TLS wrapper:
+        L{INegotiated}) is closed instead of half-closed.
+        """
+        for interface in (ISSLTransport, INegotiated):
+            f = TunnelFixture(start=False)
+            alsoProvides(f.client, interface)
+            f.tunnel.start(f.client, f.backend)
+            f.backend.eof()
+            self.assertFalse(f.client.writeDisconnecting)
+            self.assertTrue(f.client.disconnecting)
+
+    def test_TLSUnderProtocolWrapper(self) -> None:
+        """
+        TLS under a protocol wrapper (e.g. the PROXY protocol's) is found.
         """
         f = TunnelFixture(start=False)
-        alsoProvides(f.client, ISSLTransport)
-        f.tunnel.start(f.client, f.backend)
+        alsoProvides(f.client, INegotiated)
+        wrapper = ProtocolWrapper(WrappingFactory(Factory()), Protocol())
+        wrapper.transport = f.client
+        f.tunnel.start(wrapper, f.backend)
         f.backend.eof()
         self.assertFalse(f.client.writeDisconnecting)
         self.assertTrue(f.client.disconnecting)
+
+    def test_wrapperHalfCloses(self) -> None:
+        """
+        A protocol wrapper over plain TCP half-closes its transport.
+        """
+        f = TunnelFixture(start=False)
+        wrapper = ProtocolWrapper(WrappingFactory(Factory()), Protocol())
+        wrapper.transport = f.client
+        f.tunnel.start(wrapper, f.backend)
+        f.backend.eof()
+        self.assertTrue(f.client.writeDisconnecting)
+        self.assertFalse(f.client.disconnecting)
+
+    def test_noLoseWriteConnection(self) -> None:
+        """
+        A transport that cannot half-close is closed.
+        """
+        f = TunnelFixture(start=False)
+        client = StringTransport()
+        f.tunnel.start(client, f.backend)
+        f.backend.receive(b"bye")
+        f.backend.eof()
+        self.assertEqual(client.value(), b"bye")
+        self.assertTrue(client.disconnecting)
 
 
 class TunnelCloseTests(SynchronousTestCase):
@@ -653,9 +700,15 @@ class TunnelIOSimTests(SynchronousTestCase):
             sim.clientIO.write(up[offset : offset + 65536])
             sim.backendIO.write(down[offset : offset + 65536])
             sim.flush()
-        self.assertEqual(hashlib.sha256(backend.received).digest(), hashlib.sha256(up).digest())
-        self.assertEqual(hashlib.sha256(client.received).digest(), hashlib.sha256(down).digest())
-        self.assertEqual((sim.tunnel.fromClient, sim.tunnel.toClient), (len(up), len(down)))
+        self.assertEqual(
+            hashlib.sha256(backend.received).digest(), hashlib.sha256(up).digest()
+        )
+        self.assertEqual(
+            hashlib.sha256(client.received).digest(), hashlib.sha256(down).digest()
+        )
+        self.assertEqual(
+            (sim.tunnel.fromClient, sim.tunnel.toClient), (len(up), len(down))
+        )
 
     def test_backendSpeaksFirst(self) -> None:
         """
