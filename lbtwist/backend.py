@@ -157,6 +157,23 @@ class Backend:
         """
         return f"<Backend {self.pool}/{self.name} {self.address} {self.state.value}>"
 
+    def reconfigure(
+        self, config: BackendConfig, health: HealthCheckConfig, cooldown: float
+    ) -> None:
+        """
+        Apply new settings (after a reload) without losing the state,
+        counters or requests in flight.
+
+        @param config: The backend's new configuration (same URL).
+        @param health: Its pool's health check settings.
+        @param cooldown: Its pool's passive cool-down.
+        """
+        self.config = config
+        self.weight = config.weight
+        self._health = health
+        self._cooldown = cooldown
+        self._passive = health.check == "none"
+
     def available(self, now: float) -> bool:
         """
         May this backend get a new request now?

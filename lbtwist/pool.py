@@ -55,6 +55,27 @@ class BackendPool:
 
         return self.strategy.pick(self.backends, eligible)
 
+    def adopt(self, previous: BackendPool) -> None:
+        """
+        Take over the running backends of C{previous} (the same pool before a
+        reload) that are still configured with the same URL, so that their
+        state, counters and requests in flight carry on; their settings
+        follow this pool's configuration.
+
+        @param previous: The pool this one replaces.
+        """
+        config = self.config
+        for index, backend in enumerate(self.backends):
+            try:
+                running = previous.backend(backend.name)
+            except KeyError:
+                continue
+            if running.config.url != backend.config.url:
+                continue
+            running.reconfigure(backend.config, config.health, config.passive_cooldown)
+            self.backends[index] = running
+        self._byName = {backend.name: backend for backend in self.backends}
+
     def backend(self, name: str) -> Backend:
         """
         Find a backend by name.

@@ -7,10 +7,12 @@ connection pools (closed on shutdown).
 
 from __future__ import annotations
 
+import signal
 from typing import Any, Callable, Sequence
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
@@ -23,7 +25,7 @@ from lbtwist.accesslog import openAccessLog
 from lbtwist.admin import adminResource
 from lbtwist.backend import Backend, BackendState, logStateChange
 from lbtwist.balancer import Balancer
-from lbtwist.config import Config
+from lbtwist.config import Config, ConfigError, FrontendConfig, loadConfig
 from lbtwist.health import HealthCheck, ProbeResult, healthAgent, probeFor
 from lbtwist.metrics import metricsRegistry
 from lbtwist.pool import BackendPool
@@ -127,7 +129,7 @@ def _healthChecks(reactor: Any, pool: BackendPool, agent: IAgent) -> list[IServi
 
 def _listeners(
     reactor: Any, frontend: str, listen: Sequence[str], factory: Any
-) -> list[IService]:
+) -> list[FrontendListener]:
     return [
         FrontendListener(frontend, serverFromString(reactor, description), factory)
         for description in listen
@@ -147,103 +149,304 @@ class _AdminSite(Site):
         """
 
 
-def makeService(config: Config, reactor: Any) -> MultiService:
+class LoadBalancer(MultiService):
+    """
+    The running load balancer: the services built from a L{Config}
+    (listeners, health checks, admin, graceful shutdown, systemd), and
+    L{LoadBalancer.reload} to apply a new configuration in place.
+
+    A reload keeps what did not change: a backend configured with the same
+    name and URL keeps its state, counters and requests in flight; a
+    frontend with the same endpoints, mode and TLS keeps listening and only
+    takes the new settings, so no connection is refused. Frontends added or
+    removed start or stop listening. Requests and tunnels in flight finish on
+    the objects they started with; new ones follow the new configuration at
+    once. The admin listener and the C{[settings]} are read at start only.
+
+    @ivar config: The configuration in force.
+    @ivar balancer: Pools and frontends, for the admin page and API.
+    """
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        """
+        @param config: A validated configuration.
+        @param reactor: The reactor everything runs on.
+        """
+        super().__init__()
+        self.config = config
+        self._reactor = reactor
+        settings = config.settings
+        self._accessLog = (
+            None
+            if settings.access_log is None
+            else openAccessLog(settings.access_log, settings.access_log_format)
+        )
+        self._probeAgent = healthAgent(reactor)
+        self._upgrades = upgradeHandler(reactor)
+        self._connectionPools: list[HTTPConnectionPool] = []
+        self._pools: dict[str, BackendPool] = {}
+        self._resources: dict[str, PoolResource] = {}
+        self._checks: list[IService] = []
+        self._frontends: dict[str, tuple[FrontendConfig, Any, FrontendStats]] = {}
+        self._listeners: dict[str, list[FrontendListener]] = {}
+        self._drainable: list[Drainable] = []
+        self._cleanUp: list[Callable[[], object]] = []
+        self._previousHandler: Any = None
+        # First child: stopped after the listeners, so it drains what is left.
+        GracefulShutdown(
+            reactor,
+            settings.grace_period,
+            self._drainable,
+            self._pools.values(),
+            self._cleanUp,
+        ).setServiceParent(self)
+        stateFile = None if settings.state_file is None else StateFile(settings.state_file)
+        self.balancer = Balancer([], [], reactor, stateFile)
+        self._applyPools(config)
+        self._listeners = self._applyFrontends(config)[0]
+        for listeners in self._listeners.values():
+            for listener in listeners:
+                listener.setServiceParent(self)
+        if config.admin is not None:
+            admin = adminResource(
+                self.balancer,
+                reactor,
+                metricsRegistry(self.balancer, reactor),
+                config.admin.token,
+                started=reactor.seconds(),
+            )
+            for adminListener in _listeners(
+                reactor, "admin", [config.admin.listen], _AdminSite(admin)
+            ):
+                adminListener.setServiceParent(self)
+        self._cleanUp.append(self._closeConnectionPools)
+        if self._accessLog is not None:
+            self._cleanUp.append(self._accessLog.close)
+        # Last child: starts after the listeners (READY=1 once they all
+        # listen) and stops first (STOPPING=1 before the drain). Does
+        # nothing outside systemd.
+        self._systemd = SystemdService(
+            reactor,
+            SystemdNotifier(),
+            whenListening([s for s in self if isinstance(s, FrontendListener)]),
+            describe=_listeningOn,
+        )
+        self._systemd.setServiceParent(self)
+
+    # Pools
+
+    def _applyPools(self, config: Config) -> None:
+        """
+        Build the pools of C{config}, adopting the running backends that
+        are still configured, and restart the health checks.
+        """
+        reactor = self._reactor
+        pools: dict[str, BackendPool] = {}
+        for poolConfig in config.pools:
+            pool = pools[poolConfig.name] = BackendPool(poolConfig)
+            previous = self._pools.get(poolConfig.name)
+            if previous is not None:
+                pool.adopt(previous)
+            if poolConfig.usesTLS and not poolConfig.tls_verify:
+                _log.warn(
+                    "pool {pool}: tls_verify = false: the certificates of its "
+                    "https backends are not verified",
+                    pool=poolConfig.name,
+                )
+            if poolConfig.mode == "http":
+                agent, connections = makeAgent(reactor, poolConfig)
+                self._connectionPools.append(connections)
+                self._resources[poolConfig.name] = PoolResource(
+                    reactor, pool, agent, self._upgrades
+                )
+        for check in self._checks:
+            check.disownServiceParent()
+        self._checks = [
+            check
+            for pool in pools.values()
+            for check in _healthChecks(reactor, pool, self._probeAgent)
+        ]
+        for check in self._checks:
+            check.setServiceParent(self)
+        self._pools.clear()
+        self._pools.update(pools)
+        self.balancer.pools.clear()
+        self.balancer.pools.update(pools)
+        self.balancer.applyState()
+
+    def _closeConnectionPools(self) -> Deferred[list[object]]:
+        return gatherResults(
+            [maybeDeferred(p.closeCachedConnections) for p in self._connectionPools]
+        )
+
+    # Frontends
+
+    def _applyFrontends(
+        self, config: Config
+    ) -> tuple[dict[str, list[FrontendListener]], set[str]]:
+        """
+        Bring the frontends in line with C{config}: update those whose
+        endpoints, mode and TLS are unchanged in place, and build listeners
+        for the others (the caller starts them, and stops the listeners of
+        the frontends not kept).
+
+        @return: The new listeners by frontend, not yet started, and the
+            names of the frontends kept listening as they were.
+        """
+        reactor = self._reactor
+        frontends: dict[str, tuple[FrontendConfig, Any, FrontendStats]] = {}
+        created: dict[str, list[FrontendListener]] = {}
+        kept: set[str] = set()
+        for frontend in config.frontends:
+            previous = self._frontends.get(frontend.name)
+            if previous is not None and _sameListeners(previous[0], frontend):
+                _, factory, stats = previous
+                if frontend.mode == "tcp":
+                    factory.reconfigure(frontend, self._pools[frontend.pool])
+                else:
+                    factory.reconfigure(
+                        self._resources[frontend.pool],
+                        frontend,
+                        config.pool(frontend.pool).max_body_size,
+                    )
+                frontends[frontend.name] = (frontend, factory, stats)
+                kept.add(frontend.name)
+                continue
+            stats = FrontendStats()
+            factory = self._factoryFor(config, frontend, stats)
+            frontends[frontend.name] = (frontend, factory, stats)
+            created[frontend.name] = _listeners(
+                reactor, frontend.name, frontend.listen, _wrapped(reactor, frontend, factory)
+            )
+        self._frontends = frontends
+        self._drainable[:] = [factory for _, factory, _ in frontends.values()]
+        self.balancer.frontends[:] = [
+            (frontend, stats) for frontend, _, stats in frontends.values()
+        ]
+        return created, kept
+
+    def _factoryFor(
+        self, config: Config, frontend: FrontendConfig, stats: FrontendStats
+    ) -> Any:
+        if frontend.mode == "tcp":
+            return TCPProxyFactory(
+                self._reactor, frontend, self._pools[frontend.pool], stats, self._accessLog
+            )
+        return ProxySite(
+            self._resources[frontend.pool],
+            frontend,
+            config.pool(frontend.pool).max_body_size,
+            self._reactor,
+            stats,
+            self._accessLog,
+        )
+
+    # Reload
+
+    def reload(self) -> Deferred[None]:
+        """
+        Re-read the configuration file and apply it; an invalid file is
+        logged and changes nothing.
+
+        @return: A L{Deferred} firing when the new configuration is in force.
+        """
+        source = self.config.source
+        if source.startswith("<"):
+            _log.warn("reload: nothing to re-read (configuration from {source})", source=source)
+            return succeed(None)
+        try:
+            config = loadConfig(source)
+        except ConfigError as e:
+            _log.error(
+                "reload failed, the running configuration keeps serving: {error}",
+                error=str(e),
+            )
+            return succeed(None)
+        return self._systemd.reload(lambda: self._apply(config))
+
+    def _apply(self, config: Config) -> Deferred[None]:
+        self._applyPools(config)
+        created, kept = self._applyFrontends(config)
+        stale = [
+            listener
+            for name, listeners in self._listeners.items()
+            if name not in kept
+            for listener in listeners
+        ]
+        # Stop listening where a frontend went away or moved before binding
+        # again, in case a new listener wants the same address.
+        stopped = gatherResults(
+            [maybeDeferred(listener.disownServiceParent) for listener in stale]
+        )
+
+        def start(_: object) -> None:
+            listeners = {name: self._listeners[name] for name in kept}
+            for name, new in created.items():
+                for listener in new:
+                    try:
+                        listener.setServiceParent(self)
+                    except Exception as e:
+                        _log.error(
+                            "reload: frontend {frontend} cannot listen: {error}",
+                            frontend=name,
+                            error=str(e),
+                        )
+                        listener.disownServiceParent()
+                    else:
+                        listeners.setdefault(name, []).append(listener)
+            self._listeners = listeners
+            self.config = config
+            _log.info("configuration reloaded: {summary}", summary=config.summary())
+
+        return stopped.addCallback(start)
+
+    # Signals
+
+    def installSignalHandler(self) -> None:
+        """
+        Reload on SIGHUP (twistd's plugin calls this; tests need not).
+        """
+        reactor = self._reactor
+
+        def onSignal(signum: int, frame: object) -> None:
+            reactor.callFromThread(self.reload)
+
+        self._previousHandler = signal.signal(signal.SIGHUP, onSignal)
+
+
+def _sameListeners(old: FrontendConfig, new: FrontendConfig) -> bool:
+    return (
+        old.listen == new.listen
+        and old.mode == new.mode
+        and old.tls == new.tls
+        and old.accept_proxy == new.accept_proxy
+    )
+
+
+def _wrapped(reactor: Any, frontend: FrontendConfig, factory: Any) -> Any:
+    """
+    The factory a frontend listens with: TLS and PROXY protocol wrappers
+    around its site or TCP factory.
+    """
+    if frontend.tls is not None:
+        protocols = ALPN_HTTP if frontend.mode == "http" else ()
+        factory = serverTLSFactory(reactor, frontend.name, frontend.tls, factory, protocols)
+    if frontend.accept_proxy and frontend.mode == "http":
+        # TCP frontends read the PROXY header themselves (keeping
+        # half-close, which Twisted's wrapper does not pass on).
+        factory = HAProxyWrappingFactory(factory)
+    return factory
+
+
+def makeService(config: Config, reactor: Any) -> LoadBalancer:
     """
     Build the service tree for C{config}.
 
     @param config: A validated configuration.
     @param reactor: The reactor everything runs on.
-    @return: A L{MultiService} to start (twistd starts it).
+    @return: A L{LoadBalancer} to start (twistd starts it).
     """
-    root = MultiService()
-    settings = config.settings
-    accessLog = (
-        None
-        if settings.access_log is None
-        else openAccessLog(settings.access_log, settings.access_log_format)
-    )
-    probeAgent = healthAgent(reactor)
-    connectionPools: list[HTTPConnectionPool] = []
-    pools: dict[str, BackendPool] = {}
-    drainable: list[Drainable] = []
-    cleanUp: list[Callable[[], object]] = []
-    # First child: stopped after the listeners, so it drains what is left.
-    GracefulShutdown(
-        reactor, settings.grace_period, drainable, pools.values(), cleanUp
-    ).setServiceParent(root)
-    resources: dict[str, PoolResource] = {}
-    upgrades = upgradeHandler(reactor)
-    for poolConfig in config.pools:
-        pool = pools[poolConfig.name] = BackendPool(poolConfig)
-        if poolConfig.usesTLS and not poolConfig.tls_verify:
-            _log.warn(
-                "pool {pool}: tls_verify = false: the certificates of its "
-                "https backends are not verified",
-                pool=poolConfig.name,
-            )
-        if poolConfig.mode == "http":
-            agent, connections = makeAgent(reactor, poolConfig)
-            connectionPools.append(connections)
-            resources[poolConfig.name] = PoolResource(reactor, pool, agent, upgrades)
-        for check in _healthChecks(reactor, pool, probeAgent):
-            check.setServiceParent(root)
-    frontends = [(frontend, FrontendStats()) for frontend in config.frontends]
-    stateFile = None if settings.state_file is None else StateFile(settings.state_file)
-    balancer = Balancer(list(pools.values()), frontends, reactor, stateFile)
-    balancer.applyState()
-    for frontend, stats in frontends:
-        factory: Any
-        if frontend.mode == "tcp":
-            factory = TCPProxyFactory(
-                reactor, frontend, pools[frontend.pool], stats, accessLog
-            )
-            drainable.append(factory)
-        else:
-            factory = ProxySite(
-                resources[frontend.pool],
-                frontend,
-                config.pool(frontend.pool).max_body_size,
-                reactor,
-                stats,
-                accessLog,
-            )
-            drainable.append(factory)
-        if frontend.tls is not None:
-            protocols = ALPN_HTTP if frontend.mode == "http" else ()
-            factory = serverTLSFactory(
-                reactor, frontend.name, frontend.tls, factory, protocols
-            )
-        if frontend.accept_proxy and frontend.mode == "http":
-            # TCP frontends read the PROXY header themselves (keeping
-            # half-close, which Twisted's wrapper does not pass on).
-            factory = HAProxyWrappingFactory(factory)
-        for listener in _listeners(reactor, frontend.name, frontend.listen, factory):
-            listener.setServiceParent(root)
-    if config.admin is not None:
-        admin = adminResource(
-            balancer,
-            reactor,
-            metricsRegistry(balancer, reactor),
-            config.admin.token,
-            started=reactor.seconds(),
-        )
-        for listener in _listeners(
-            reactor, "admin", [config.admin.listen], _AdminSite(admin)
-        ):
-            listener.setServiceParent(root)
-    cleanUp.extend(p.closeCachedConnections for p in connectionPools)
-    if accessLog is not None:
-        cleanUp.append(accessLog.close)
-    # Last child: starts after the listeners (READY=1 once they all listen)
-    # and stops first (STOPPING=1 before the drain). Does nothing outside
-    # systemd.
-    SystemdService(
-        reactor,
-        SystemdNotifier(),
-        whenListening([s for s in root if isinstance(s, FrontendListener)]),
-        describe=_listeningOn,
-    ).setServiceParent(root)
-    return root
+    return LoadBalancer(config, reactor)
 
 
 def _listeningOn(ports: Sequence[IListeningPort]) -> str:

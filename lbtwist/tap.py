@@ -125,6 +125,8 @@ def makeService(options: Options) -> IService:
     from lbtwist.service import makeService as serviceFor
 
     root = serviceFor(options["parsed"], reactor)
+    if options["config"]:
+        root.installSignalHandler()
     if options["demo"]:
         for demo in demoServices(reactor):
             demo.setServiceParent(root)

@@ -598,6 +598,17 @@ class TCPProxyFactory(Factory):
             self.reactor, backend.config, self.pool.config.connect_timeout
         )
 
+    def reconfigure(self, frontend: FrontendConfig, pool: BackendPool) -> None:
+        """
+        Apply new settings (after a reload): new connections follow them;
+        open ones carry on as they started.
+
+        @param frontend: The frontend's configuration.
+        @param pool: The pool that serves it.
+        """
+        self.frontend = frontend
+        self.pool = pool
+
     def drain(self) -> None:
         """
         Nothing to do: a TCP connection has no idle state between requests;

@@ -801,12 +801,27 @@ class ProxySite(server.Site):
         @param accessLog: Where to log each request, if anywhere.
         """
         super().__init__(resource, timeout=frontend.idle_timeout, reactor=reactor)
-        self.frontend = frontend
-        self.poolName = frontend.pool
         self.stats = FrontendStats() if stats is None else stats
         self.accessLog = accessLog
         self.channels: set[ProxyChannel] = set()
         self.draining = False
+        self.reconfigure(resource, frontend, maxBodySize)
+
+    def reconfigure(
+        self, resource: Resource, frontend: FrontendConfig, maxBodySize: int
+    ) -> None:
+        """
+        Apply new settings (after a reload): new connections and new
+        requests follow them; requests in flight finish as they started.
+
+        @param resource: The root resource (a L{PoolResource}).
+        @param frontend: The frontend's settings.
+        @param maxBodySize: The request body limit of the frontend's pool.
+        """
+        self.resource = resource
+        self.frontend = frontend
+        self.poolName = frontend.pool
+        self.timeOut = frontend.idle_timeout
         self.maxBodySize = maxBodySize
         self.trustedNetworks = tuple(
             ipaddress.ip_network(n, strict=False) for n in frontend.trusted_proxies

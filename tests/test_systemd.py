@@ -764,5 +764,4 @@ class ContribTests(SynchronousTestCase):
             self.assertEqual(service.get(key), value, key)
         [execStart] = service["ExecStart"]
         self.assertIn(" --nodaemon --pidfile= lbtwist --config ", execStart)
-        # No in-place reload yet: SIGHUP must never be sent to twistd.
-        self.assertNotIn("ExecReload", service)
+        self.assertEqual(service["ExecReload"][-1], "/bin/kill -HUP $MAINPID")
