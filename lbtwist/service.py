@@ -191,7 +191,6 @@ class LoadBalancer(MultiService):
         self._listeners: dict[str, list[FrontendListener]] = {}
         self._drainable: list[Drainable] = []
         self._cleanUp: list[Callable[[], object]] = []
-        self._previousHandler: Any = None
         # First child: stopped after the listeners, so it drains what is left.
         GracefulShutdown(
             reactor,
@@ -411,7 +410,7 @@ class LoadBalancer(MultiService):
         def onSignal(signum: int, frame: object) -> None:
             reactor.callFromThread(self.reload)
 
-        self._previousHandler = signal.signal(signal.SIGHUP, onSignal)
+        signal.signal(signal.SIGHUP, onSignal)
 
 
 def _sameListeners(old: FrontendConfig, new: FrontendConfig) -> bool:
