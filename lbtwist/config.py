@@ -47,7 +47,6 @@ STRATEGY_NAMES = ("round-robin", "weighted-round-robin", "least-connections")
 
 _HEALTH_CHECK_KINDS = ("http", "tcp", "none")
 _MODES = ("http", "tcp")
-_LATER_MODES: tuple[str, ...] = ()
 _SEND_PROXY = ("none", "v1", "v2")
 _TLS_VERSIONS = ("1.2", "1.3")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -404,18 +403,15 @@ def _seconds(allowZero: bool = False) -> _Check:
     return check
 
 
-def _choice(allowed: Sequence[str], later: Sequence[str] = ()) -> _Check:
+def _choice(allowed: Sequence[str]) -> _Check:
     """
     @param allowed: The accepted strings.
-    @param later: Strings that will be accepted by a later version.
     @return: A check for one of C{allowed}.
     """
     expected = ", ".join(f'"{each}"' for each in allowed)
 
     def check(value: object) -> str:
         text = _string(value)
-        if text in later:
-            raise _Invalid(f'"{text}" is not supported yet')
         if text not in allowed:
             raise _Invalid(f'"{text}" is not one of {expected}')
         return text
@@ -708,7 +704,7 @@ _FRONTEND = {
     "name": _name,
     "listen": _listOf(_endpoint, allowEmpty=False),
     "pool": _name,
-    "mode": _choice(_MODES, later=_LATER_MODES),
+    "mode": _choice(_MODES),
     "header_timeout": _seconds(),
     "idle_timeout": _seconds(),
     "max_header_size": _integer(1),
