@@ -14,24 +14,13 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.harness import Lbtwist, ScriptedBackend
+from tests.harness import Lbtwist, ScriptedBackend, webConfig
 
 class Owner:
     def addCleanup(self, f, *a, **k): cleanups.append((f, a, k))
 cleanups = []
 backend = ScriptedBackend("b1")
-lb = Lbtwist(Owner(), f'''
-[[frontend]]
-name = "web"
-listen = "tcp:0:interface=127.0.0.1"
-pool = "app"
-[[pool]]
-name = "app"
-[pool.health]
-check = "none"
-[[pool.backend]]
-url = "{backend.url}"
-''')
+lb = Lbtwist(Owner(), webConfig([backend]))
 # warm up
 s = socket.create_connection(("127.0.0.1", lb.port)); s.sendall(b"GET /warm HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
 while s.recv(65536): pass

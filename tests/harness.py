@@ -1288,3 +1288,24 @@ class Lbtwist:
                 process.stdout.close()
             except OSError:
                 pass
+
+
+def webConfig(backends: Sequence[ScriptedBackend], weight: int = 1) -> str:
+    """
+    Configuration text for one HTTP frontend C{web} on an OS-chosen loopback
+    port in front of a pool C{app} of C{backends} (named by their labels),
+    without health checks; callers append further sections.
+
+    @param backends: The pool's backends.
+    @param weight: Every backend's weight.
+    """
+    text = (
+        '\n[[frontend]]\nname = "web"\nlisten = "tcp:0:interface=127.0.0.1"\n'
+        'pool = "app"\n\n[[pool]]\nname = "app"\n[pool.health]\ncheck = "none"\n'
+    )
+    for backend in backends:
+        text += (
+            f'[[pool.backend]]\nurl = "{backend.url}"\nname = "{backend.label}"\n'
+            f"weight = {weight}\n"
+        )
+    return text

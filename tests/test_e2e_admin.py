@@ -14,29 +14,20 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from .harness import Lbtwist, ScriptedBackend, exchange, parseResponses, request
+from .harness import (
+    Lbtwist,
+    ScriptedBackend,
+    exchange,
+    parseResponses,
+    request,
+    webConfig,
+)
 
 TOKEN = "e2e-token"
 
 
 def configText(b1: ScriptedBackend, b2: ScriptedBackend, directory: str) -> str:
-    return f"""
-[[frontend]]
-name = "web"
-listen = "tcp:0:interface=127.0.0.1"
-pool = "app"
-
-[[pool]]
-name = "app"
-[pool.health]
-check = "none"
-[[pool.backend]]
-url = "{b1.url}"
-name = "b1"
-[[pool.backend]]
-url = "{b2.url}"
-name = "b2"
-
+    return webConfig([b1, b2]) + f"""
 [admin]
 listen = "tcp:0:interface=127.0.0.1"
 token = "{TOKEN}"

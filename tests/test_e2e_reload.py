@@ -13,23 +13,13 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from .harness import Lbtwist, ScriptedBackend, parseResponses, request
+from .harness import Lbtwist, ScriptedBackend, parseResponses, request, webConfig
 
 
-def configText(backends: list[ScriptedBackend], extraFrontend: bool = False, weight: int = 1) -> str:
-    text = """
-[[frontend]]
-name = "web"
-listen = "tcp:0:interface=127.0.0.1"
-pool = "app"
-
-[[pool]]
-name = "app"
-[pool.health]
-check = "none"
-"""
-    for backend in backends:
-        text += f'[[pool.backend]]\nurl = "{backend.url}"\nname = "{backend.label}"\nweight = {weight}\n'
+def configText(
+    backends: list[ScriptedBackend], extraFrontend: bool = False, weight: int = 1
+) -> str:
+    text = webConfig(backends, weight)
     if extraFrontend:
         text += '\n[[frontend]]\nname = "extra"\nlisten = "tcp:0:interface=127.0.0.1"\npool = "app"\n'
     return text

@@ -12,7 +12,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from .harness import Lbtwist, ScriptedBackend, parseResponses, request
+from .harness import Lbtwist, ScriptedBackend, parseResponses, request, webConfig
 from .tcpharness import TCPBackend, configWith, readLine, tcpFrontend
 from .tcpharness import connect as tcpConnect
 
@@ -23,19 +23,7 @@ CLEAN_EXIT = (0, -signal.SIGTERM)
 
 
 def configText(backend: ScriptedBackend, grace: float) -> str:
-    return f"""
-[[frontend]]
-name = "web"
-listen = "tcp:0:interface=127.0.0.1"
-pool = "app"
-
-[[pool]]
-name = "app"
-[pool.health]
-check = "none"
-[[pool.backend]]
-url = "{backend.url}"
-
+    return webConfig([backend]) + f"""
 [settings]
 grace_period = {grace}
 """
