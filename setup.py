@@ -12,18 +12,22 @@ setup(
     long_description_content_type="text/x-rst",
     license="MIT",
     python_requires=">=3.11",
-    packages=["lbtwist", "twisted.plugins"],
+    packages=["lbtwist", "lbtwist._http", "twisted.plugins"],
     package_data={"twisted": ["plugins/lbtwist_plugin.py"]},
     install_requires=[
         "twisted[tls]>=26.10.0",
         "attrs>=23.1.0",
         "zope.interface>=6.0",
         "prometheus_client>=0.20",
+        # llhttp, the HTTP/1.1 parser of Node.js, for both sides of the
+        # HTTP data path.
+        "httptools>=0.6.4",
     ],
     extras_require={
         # treq: in-memory HTTP doubles; websockets: a real WebSocket client
         # and server for the tunnel tests.
-        "test": ["pytest>=8", "treq>=24.9.1", "websockets>=13"],
+        # hypothesis: property and fuzz tests of the HTTP data path.
+        "test": ["pytest>=8", "treq>=24.9.1", "websockets>=13", "hypothesis>=6.100"],
         "dev": ["mypy", "mypy-zope", "black", "isort", "towncrier"],
     },
     entry_points={"console_scripts": []},

@@ -142,6 +142,11 @@ class PoolConfig:
     @ivar retries: Extra attempts on other backends.
     @ivar connect_timeout: Seconds to connect to a backend.
     @ivar response_timeout: Seconds until a backend's response headers.
+    @ivar read_timeout: The longest pause, in seconds, while a backend sends
+        a response body; then the client connection is aborted.
+    @ivar retry_buffer: Bytes of a request body kept so that the request can
+        be retried on another backend; a request whose body outgrew it is
+        not retried once sent.
     @ivar max_body_size: Largest request body in bytes (larger get 413).
     @ivar rewrite_host: Send C{Host: <backend address>} instead of the
         client's C{Host}.
@@ -167,9 +172,11 @@ class PoolConfig:
     retries: int = 2
     connect_timeout: float = 3.0
     response_timeout: float = 30.0
+    read_timeout: float = 60.0
+    retry_buffer: int = 65536
     max_body_size: int = 10485760
     rewrite_host: bool = False
-    max_idle_connections: int = 16
+    max_idle_connections: int = 512
     idle_connection_timeout: float = 60.0
     passive_cooldown: float = 10.0
     idle_timeout: float = 300.0
@@ -222,6 +229,12 @@ class FrontendConfig:
     @ivar mode: C{"http"} (L7) or C{"tcp"} (L4: bytes are relayed as they are).
     @ivar header_timeout: Seconds to receive a complete request head.
     @ivar idle_timeout: Seconds a keep-alive connection may sit idle.
+    @ivar body_timeout: The longest wait, in seconds, for the next bytes of a
+        request body (then 408, or the connection is closed).
+    @ivar min_body_rate: The slowest request body accepted, in bytes per
+        second over each 10 seconds of reading (0: no minimum).
+    @ivar backlog: The listen queue of the frontend's TCP endpoints (unless
+        their description sets C{backlog}).
     @ivar max_header_size: Bytes of request line and headers (then 431).
     @ivar max_target_length: Bytes of request target (then 414).
     @ivar trusted_proxies: IP networks whose C{X-Forwarded-For} is kept,
@@ -239,6 +252,9 @@ class FrontendConfig:
     mode: str = "http"
     header_timeout: float = 10.0
     idle_timeout: float = 60.0
+    body_timeout: float = 60.0
+    min_body_rate: int = 1024
+    backlog: int = 1024
     max_header_size: int = 16384
     max_target_length: int = 8192
     trusted_proxies: tuple[str, ...] = ()
@@ -707,6 +723,9 @@ _FRONTEND = {
     "mode": _choice(_MODES),
     "header_timeout": _seconds(),
     "idle_timeout": _seconds(),
+    "body_timeout": _seconds(),
+    "min_body_rate": _integer(0),
+    "backlog": _integer(1),
     "max_header_size": _integer(1),
     "max_target_length": _integer(1),
     "trusted_proxies": _listOf(_network, allowEmpty=True),
@@ -727,6 +746,8 @@ _POOL = {
     "retries": _integer(0),
     "connect_timeout": _seconds(),
     "response_timeout": _seconds(),
+    "read_timeout": _seconds(),
+    "retry_buffer": _integer(0),
     "max_body_size": _integer(0),
     "rewrite_host": _boolean,
     "max_idle_connections": _integer(0),

@@ -45,6 +45,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
+    HTTPConnectionPool,
     ResponseDone,
     ResponseFailed,
     ResponseNeverReceived,
@@ -56,7 +57,7 @@ from zope.interface import Interface, implementer
 
 from lbtwist.config import BackendConfig, HealthCheckConfig, PoolConfig
 from lbtwist.tls import BackendTLS, describeTLSFailure
-from lbtwist.upstream import BackendEndpoints, UpstreamConnectionPool
+from lbtwist.endpoints import BackendEndpoints
 
 __all__ = [
     "ProbeResult",
@@ -672,7 +673,7 @@ def healthAgent(reactor: IReactorTCP, pool: PoolConfig | None = None) -> IAgent:
         requests do.
     @return: A L{twisted.web.client.Agent}.
     """
-    connections = UpstreamConnectionPool(reactor, maxIdle=0, idleTimeout=1.0)
+    connections = HTTPConnectionPool(reactor, persistent=False)
     if pool is None:
         return Agent(reactor, pool=connections)
     endpoints = BackendEndpoints(

@@ -11,26 +11,43 @@ is binary.  Addresses that are not TCP over IPv4 or IPv6 become
 C{PROXY UNKNOWN} (v1) or a C{LOCAL} command with no address (v2), which tell
 the receiver to use the connection's own addresses.
 
-Parsing is Twisted's own (C{twisted.protocols.haproxy}); L{parseProxyHeader}
-adds the framing: it finds where the header ends in a stream of bytes, and
-accepts it arriving in pieces of any size.  Nothing here does I/O.
+L{parseProxyHeader} reads either version at the start of a stream of bytes,
+arriving in pieces of any size; L{ProxyHeaderWrappingFactory} puts it in
+front of any protocol (typically TLS then HTTP), so that the wrapped
+protocol starts only once the header is read and sees the header's
+addresses as its transport's C{getPeer} and C{getHost}.  Only public
+Twisted API is used: Twisted's own parsers are private.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import struct
+from typing import cast
+
+from attrs import frozen
+from zope.interface import directlyProvides, implementer, providedBy
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import IAddress
-from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
-from twisted.protocols.haproxy._info import ProxyInfo
-from twisted.protocols.haproxy._v1parser import V1Parser
-from twisted.protocols.haproxy._v2parser import V2Parser
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+    ITransport,
+)
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger, LogLevel
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
 
 __all__ = [
     "PROXY_VERSIONS",
     "InvalidProxyHeader",
+    "ProxyHeaderProtocolWrapper",
+    "ProxyHeaderWrappingFactory",
     "ProxyInfo",
     "parseProxyHeader",
     "proxyHeader",
@@ -38,18 +55,59 @@ __all__ = [
     "proxyHeaderV2",
 ]
 
+_log = Logger()
+
 PROXY_VERSIONS = ("v1", "v2")
 """The header versions L{proxyHeader} writes."""
 
-_V2_SIGNATURE = V2Parser.PREFIX
+_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+_V2_FIXED_LENGTH = 16  # Signature, version and command, family, length.
 _V2_PROXY = 0x21  # Version 2, PROXY command.
 _V2_LOCAL = 0x20  # Version 2, LOCAL command.
 _V2_TCP4 = 0x11  # AF_INET, SOCK_STREAM.
 _V2_TCP6 = 0x21  # AF_INET6, SOCK_STREAM.
 _V2_UNSPEC = 0x00
+# Every family and transport a v2 header may announce, with the length of
+# its address block; any other value is refused.
+_V2_ADDRESS_LENGTHS = {
+    0x00: 0,  # AF_UNSPEC.
+    0x11: 12,  # AF_INET, SOCK_STREAM.
+    0x12: 12,  # AF_INET, SOCK_DGRAM.
+    0x21: 36,  # AF_INET6, SOCK_STREAM.
+    0x22: 36,  # AF_INET6, SOCK_DGRAM.
+    0x31: 216,  # AF_UNIX, SOCK_STREAM.
+    0x32: 216,  # AF_UNIX, SOCK_DGRAM.
+}
 _V1_MAX_LENGTH = 107  # The longest v1 line, CRLF included.
 _V1_PREFIX = b"PROXY "
-_V1_UNKNOWN = b"PROXY UNKNOWN"
+_V1_UNKNOWN = b"UNKNOWN"
+_V1_FAMILIES = {b"TCP4": 4, b"TCP6": 6}
+
+
+class InvalidProxyHeader(Exception):
+    """
+    The bytes at the start of a connection are not a valid PROXY header.
+    """
+
+
+@frozen
+class ProxyInfo:
+    """
+    What a PROXY header says about a connection.
+
+    @ivar header: The header as received: a v1 line without its CRLF, or a
+        whole v2 header.
+    @ivar source: The original client's address, or L{None} if the header
+        carries none (C{UNKNOWN}, C{LOCAL}, or a v2 family other than TCP
+        over IPv4 or IPv6): use the connection's own peer then.
+    @ivar destination: The address the client connected to, or L{None}
+        likewise.
+    """
+
+    header: bytes
+    source: IAddress | None
+    destination: IAddress | None
+
 
 _IPAndPort = tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]
 
@@ -163,31 +221,158 @@ def proxyHeader(version: str, source: IAddress, destination: IAddress) -> bytes:
     raise ValueError(f"unknown PROXY protocol version: {version!r}")
 
 
-def _normalized(info: ProxyInfo) -> ProxyInfo:
+def _v1Host(text: bytes, version: int) -> str:
     """
-    Check the addresses Twisted's parsers return (its v1 parser takes any
-    text for an address) and write them in their usual short form (its v2
-    parser writes IPv6 addresses in full).
+    @param text: An address field of a v1 line.
+    @param version: The IP version the line announced (C{TCP4} or C{TCP6}).
+    @return: The address in its short form.
+    @raise InvalidProxyHeader: If C{text} is not an address of that version
+        (IPv4 without leading zeroes; IPv6 without a zone index).
+    """
+    try:
+        host = text.decode("ascii")
+        if version == 4:
+            return ipaddress.IPv4Address(host).compressed
+        if "%" in host:
+            raise ValueError(host)
+        return ipaddress.IPv6Address(host).compressed
+    except ValueError:  # UnicodeDecodeError included.
+        raise InvalidProxyHeader(
+            f"invalid IPv{version} address: {text!r}"
+        ) from None
 
-    @param info: A parsed header.
-    @return: The same information with normalised addresses.
-    @raise InvalidProxyHeader: If an address is not an IP address of the
-        announced family, or a port is out of range.
+
+def _v1Port(text: bytes) -> int:
     """
-    addresses: list[IAddress | None] = []
-    for address in (info.source, info.destination):
-        if not isinstance(address, (IPv4Address, IPv6Address)):
-            addresses.append(address)
-            continue
-        try:
-            ip = ipaddress.ip_address(address.host)
-        except ValueError:
-            raise InvalidProxyHeader() from None
-        wanted = 4 if isinstance(address, IPv4Address) else 6
-        if ip.version != wanted or not 0 <= address.port <= 0xFFFF:
-            raise InvalidProxyHeader()
-        addresses.append(type(address)(address.type, ip.compressed, address.port))
-    return ProxyInfo(info.header, addresses[0], addresses[1])
+    @param text: A port field of a v1 line.
+    @return: The port.
+    @raise InvalidProxyHeader: If C{text} is not a decimal number from 0 to
+        65535 written with ASCII digits only and without leading zeroes.
+    """
+    if (
+        not text.isdigit()
+        or len(text) > 5
+        or (text.startswith(b"0") and text != b"0")
+        or int(text) > 0xFFFF
+    ):
+        raise InvalidProxyHeader(f"invalid port: {text!r}")
+    return int(text)
+
+
+def _parseV1Line(line: bytes) -> ProxyInfo:
+    """
+    @param line: A v1 line, without its CRLF, starting with C{PROXY }.
+    @return: Its information.
+    @raise InvalidProxyHeader: If the line is not C{PROXY UNKNOWN}
+        (followed by anything) or C{PROXY TCP4|TCP6 <src> <dst> <sport>
+        <dport>} with single spaces and valid addresses and ports.
+    """
+    fields = line.split(b" ")
+    if fields[1] == _V1_UNKNOWN:
+        return ProxyInfo(line, None, None)
+    version = _V1_FAMILIES.get(fields[1])
+    if version is None or len(fields) != 6:
+        raise InvalidProxyHeader(f"invalid v1 header: {line!r}")
+    address = IPv4Address if version == 4 else IPv6Address
+    return ProxyInfo(
+        line,
+        address("TCP", _v1Host(fields[2], version), _v1Port(fields[4])),
+        address("TCP", _v1Host(fields[3], version), _v1Port(fields[5])),
+    )
+
+
+def _parseV1(data: bytes) -> tuple[ProxyInfo, bytes] | int:
+    """
+    @param data: The start of a connection, a prefix of C{PROXY }
+        or longer.
+    @return: See L{_parse}.
+    @raise InvalidProxyHeader: See L{_parse}.
+    """
+    end = data.find(b"\r\n", 0, _V1_MAX_LENGTH)
+    if end < 0:
+        # No CRLF can end the line any more if it is already too long or
+        # holds a bare LF.
+        if len(data) >= _V1_MAX_LENGTH or b"\n" in data:
+            raise InvalidProxyHeader("v1 header too long or without CRLF")
+        return len(data) + 1
+    return _parseV1Line(data[:end]), data[end + 2 :]
+
+
+def _v2Addresses(family: int, block: bytes) -> tuple[IAddress, IAddress] | None:
+    """
+    @param family: The family and transport byte of a v2 C{PROXY} header.
+    @param block: Its address block (at least as long as the family needs).
+    @return: The source and destination for TCP over IPv4 or IPv6, else
+        L{None}.
+    """
+    address: type[IPv4Address] | type[IPv6Address]
+    if family == _V2_TCP4:
+        size, address = 4, IPv4Address
+    elif family == _V2_TCP6:
+        size, address = 16, IPv6Address
+    else:
+        return None
+    src, dst = block[:size], block[size : 2 * size]
+    srcPort: int
+    dstPort: int
+    srcPort, dstPort = struct.unpack("!HH", block[2 * size : 2 * size + 4])
+    return (
+        address("TCP", ipaddress.ip_address(src).compressed, srcPort),
+        address("TCP", ipaddress.ip_address(dst).compressed, dstPort),
+    )
+
+
+def _parseV2(data: bytes) -> tuple[ProxyInfo, bytes] | int:
+    """
+    @param data: The start of a connection, a prefix of the v2 signature or
+        longer.
+    @return: See L{_parse}.
+    @raise InvalidProxyHeader: See L{_parse}.
+    """
+    if len(data) < len(_V2_SIGNATURE):
+        return len(data) + 1
+    if len(data) < _V2_FIXED_LENGTH:
+        return _V2_FIXED_LENGTH
+    command: int
+    family: int
+    length: int
+    command, family, length = struct.unpack("!BBH", data[12:_V2_FIXED_LENGTH])
+    if command not in (_V2_LOCAL, _V2_PROXY):
+        raise InvalidProxyHeader(f"invalid v2 version and command: {command:#x}")
+    if family not in _V2_ADDRESS_LENGTHS:
+        raise InvalidProxyHeader(f"invalid v2 family and transport: {family:#x}")
+    if command == _V2_PROXY and length < _V2_ADDRESS_LENGTHS[family]:
+        raise InvalidProxyHeader(f"v2 address block too short: {length}")
+    end = _V2_FIXED_LENGTH + length
+    if len(data) < end:
+        return end
+    header = data[:end]
+    # A LOCAL command's address block, and all TLVs, are ignored.
+    addresses = None
+    if command == _V2_PROXY:
+        addresses = _v2Addresses(family, header[_V2_FIXED_LENGTH:])
+    if addresses is None:
+        return ProxyInfo(header, None, None), data[end:]
+    return ProxyInfo(header, *addresses), data[end:]
+
+
+def _parse(data: bytes) -> tuple[ProxyInfo, bytes] | int:
+    """
+    Parse a PROXY header, and say how much more to wait for if it is not
+    complete.
+
+    @param data: Everything received on the connection so far.
+    @return: The header's information and the bytes after it; or, if more
+        bytes are needed, how many bytes in all (more than C{len(data)}) are
+        worth another try.
+    @raise InvalidProxyHeader: If C{data} cannot be the start of a valid
+        header.
+    """
+    if data[: len(_V2_SIGNATURE)] == _V2_SIGNATURE[: len(data)]:
+        return _parseV2(data)
+    if data[: len(_V1_PREFIX)] == _V1_PREFIX[: len(data)]:
+        return _parseV1(data)
+    raise InvalidProxyHeader("not a PROXY header")
 
 
 def parseProxyHeader(data: bytes) -> tuple[ProxyInfo, bytes] | None:
@@ -196,35 +381,217 @@ def parseProxyHeader(data: bytes) -> tuple[ProxyInfo, bytes] | None:
 
     @param data: Everything received on the connection so far.
     @return: The header's information (its C{source} and C{destination} are
-        L{None} for C{UNKNOWN} and C{LOCAL} headers) and the bytes after
-        it; or L{None} if more bytes are needed.
+        L{None} for C{UNKNOWN} and C{LOCAL} headers, and for v2 families
+        other than TCP over IPv4 or IPv6) and the bytes after it; or L{None}
+        if more bytes are needed.
     @raise InvalidProxyHeader: If the bytes cannot be the start of a valid
         header.
     """
-    if data[: len(_V2_SIGNATURE)] == _V2_SIGNATURE[: len(data)]:
-        if len(data) < 16:
-            return None
-        size = 16 + struct.unpack("!H", data[14:16])[0]
-        if len(data) < size:
-            return None
-        try:
-            info = _normalized(V2Parser.parse(data[:size]))
-        except (KeyError, ValueError, struct.error):
-            raise InvalidProxyHeader() from None
-        return info, data[size:]
-    if data[: len(_V1_PREFIX)] != _V1_PREFIX[: len(data)]:
-        raise InvalidProxyHeader()
-    end = data.find(b"\r\n", 0, _V1_MAX_LENGTH)
-    if end < 0:
-        if len(data) >= _V1_MAX_LENGTH:
-            raise InvalidProxyHeader()
+    parsed = _parse(data)
+    if isinstance(parsed, int):
         return None
-    line = data[:end]
-    if line == _V1_UNKNOWN:
-        # Valid (the addresses may be omitted), but Twisted's parser wants them.
-        return ProxyInfo(line, None, None), data[end + 2 :]
-    try:
-        info = _normalized(V1Parser.parse(line))
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidProxyHeader() from None
-    return info, data[end + 2 :]
+    return parsed
+
+
+@implementer(IHalfCloseableProtocol, ITransport)
+class ProxyHeaderProtocolWrapper(ProtocolWrapper):
+    """
+    Reads a PROXY header, then connects the wrapped protocol and steps
+    aside.
+
+    Until the header is complete, the wrapped protocol is not connected and
+    sees nothing; the connection is closed if the header is invalid or not
+    complete within the factory's timeout.  Then the wrapped protocol's
+    C{makeConnection} is called with this wrapper as its transport, it
+    receives the bytes after the header, and everything else passes through.
+
+    @ivar info: The header once it is read, else L{None}.
+    """
+
+    factory: ProxyHeaderWrappingFactory
+
+    def __init__(
+        self, factory: ProxyHeaderWrappingFactory, wrappedProtocol: IProtocol
+    ) -> None:
+        """
+        @param factory: The factory that built this wrapper.
+        @param wrappedProtocol: The protocol to connect after the header.
+        """
+        super().__init__(factory, wrappedProtocol)
+        self.info: ProxyInfo | None = None
+        # The header's bytes so far, until it is read or refused.
+        self._received: list[bytes] | None = []
+        self._size = 0
+        # How many bytes in all are worth another try at parsing.
+        self._wanted = 1
+        self._timer: IDelayedCall | None = None
+
+    def makeConnection(self, transport: ITransport) -> None:
+        """
+        Start reading the header, with a deadline; the wrapped protocol is
+        connected later, by L{dataReceived}.
+
+        @param transport: The real transport.
+        """
+        directlyProvides(self, providedBy(transport))
+        Protocol.makeConnection(self, transport)
+        self.factory.registerProtocol(self)
+        self._timer = self.factory.clock.callLater(
+            self.factory.timeout, self._timedOut
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Add bytes to the header, or pass them on once it has been read.
+
+        @param data: Bytes from the peer.
+        """
+        if self.info is not None:
+            self.wrappedProtocol.dataReceived(data)
+            return
+        if self._received is None:
+            return  # Refused: closing.
+        self._received.append(data)
+        self._size += len(data)
+        if self._size < self._wanted:
+            return
+        received = b"".join(self._received)
+        self._received = [received]
+        try:
+            parsed = _parse(received)
+        except InvalidProxyHeader as e:
+            self._refuse(
+                LogLevel.warn,
+                "closing connection from {peer}: invalid PROXY header: {why}",
+                why=str(e),
+            )
+            return
+        if isinstance(parsed, int):
+            self._wanted = parsed
+            return
+        self.info, rest = parsed
+        self._received = None
+        self._cancelTimer()
+        self.wrappedProtocol.makeConnection(self)
+        if rest and self.connected:
+            self.wrappedProtocol.dataReceived(rest)
+
+    def getPeer(self) -> IAddress:
+        """
+        @return: The header's source address if it has one, else the real
+            peer.
+        """
+        if self.info is not None and self.info.source is not None:
+            return self.info.source
+        assert self.transport is not None
+        return self.transport.getPeer()
+
+    def getHost(self) -> IAddress:
+        """
+        @return: The header's destination address if it has one, else the
+            real local address.
+        """
+        if self.info is not None and self.info.destination is not None:
+            return self.info.destination
+        assert self.transport is not None
+        return self.transport.getHost()
+
+    def readConnectionLost(self) -> None:
+        """
+        The peer will send no more: tell the wrapped protocol if it can
+        handle a half-closed connection, else close.
+        """
+        if self.info is not None and IHalfCloseableProtocol.providedBy(
+            self.wrappedProtocol
+        ):
+            cast(IHalfCloseableProtocol, self.wrappedProtocol).readConnectionLost()
+        else:
+            self.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """
+        Our side will send no more: tell the wrapped protocol if it can
+        handle a half-closed connection.
+        """
+        if self.info is not None and IHalfCloseableProtocol.providedBy(
+            self.wrappedProtocol
+        ):
+            cast(IHalfCloseableProtocol, self.wrappedProtocol).writeConnectionLost()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Stop waiting for the header; tell the wrapped protocol if it was
+        connected.
+
+        @param reason: Why the connection was lost.
+        """
+        self.connected = 0
+        self._received = None
+        self._cancelTimer()
+        self.factory.unregisterProtocol(self)
+        if self.info is not None:
+            self.wrappedProtocol.connectionLost(reason)
+
+    def _timedOut(self) -> None:
+        """
+        The header did not arrive in time: close.
+        """
+        self._timer = None
+        self._refuse(
+            LogLevel.info,
+            "closing connection from {peer}: no PROXY header within "
+            "{timeout} seconds",
+            timeout=self.factory.timeout,
+        )
+
+    def _refuse(self, level: LogLevel, format: str, **fields: object) -> None:
+        """
+        Log why, once, and close the connection without ever connecting the
+        wrapped protocol.
+
+        @param level: The log event's level.
+        @param format: The log event's format; C{{peer}} is the real peer.
+        @param fields: Its other fields.
+        """
+        self._received = None
+        self._cancelTimer()
+        assert self.transport is not None
+        _log.emit(level, format, peer=self.transport.getPeer(), **fields)
+        self.loseConnection()
+
+    def _cancelTimer(self) -> None:
+        """
+        Cancel the header's deadline if it is pending.
+        """
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+
+class ProxyHeaderWrappingFactory(WrappingFactory[ProxyHeaderProtocolWrapper]):
+    """
+    Wraps a factory so that each connection starts with a PROXY header
+    (v1 or v2) that must be read before the wrapped protocol is connected;
+    see L{ProxyHeaderProtocolWrapper}.
+
+    Put it outermost, around a TLS factory if any: the header is sent in
+    clear before the TLS handshake.
+
+    @ivar clock: Times the header's deadline.
+    @ivar timeout: Seconds from the connection to the end of the header
+        before the connection is closed.
+    """
+
+    protocol = ProxyHeaderProtocolWrapper
+
+    def __init__(
+        self, wrappedFactory: IProtocolFactory, clock: IReactorTime, timeout: float
+    ) -> None:
+        """
+        @param wrappedFactory: Builds the protocol for each connection.
+        @param clock: Times the header's deadline.
+        @param timeout: Seconds allowed for the header.
+        """
+        super().__init__(wrappedFactory)
+        self.clock = clock
+        self.timeout = timeout

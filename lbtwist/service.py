@@ -16,8 +16,6 @@ from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succe
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
-from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
-from twisted.web.client import HTTPConnectionPool
 from twisted.web.server import Site
 from twisted.web.iweb import IAgent
 
@@ -26,17 +24,18 @@ from lbtwist.admin import adminResource
 from lbtwist.backend import Backend, BackendState, logStateChange
 from lbtwist.balancer import Balancer
 from lbtwist.config import Config, ConfigError, FrontendConfig, loadConfig
+from lbtwist.frontend import HTTPFrontend
 from lbtwist.health import HealthCheck, ProbeResult, healthAgent, probeFor
 from lbtwist.metrics import metricsRegistry
 from lbtwist.pool import BackendPool
+from lbtwist.proxyheader import ProxyHeaderWrappingFactory
 from lbtwist.shutdown import Drainable, GracefulShutdown
 from lbtwist.statefile import StateFile
 from lbtwist.systemd import SystemdNotifier, SystemdService, whenListening
 from lbtwist.stats import FrontendStats
 from lbtwist.tcp import TCPProxyFactory
 from lbtwist.tls import ALPN_HTTP, serverTLSFactory
-from lbtwist.upgrade import upgradeHandler
-from lbtwist.web import PoolResource, ProxySite, makeAgent
+from lbtwist.web import BackendConnections, PoolResource
 
 _log = Logger()
 
@@ -127,11 +126,36 @@ def _healthChecks(reactor: Any, pool: BackendPool, agent: IAgent) -> list[IServi
     return checks
 
 
+def withBacklog(description: str, backlog: int) -> str:
+    """
+    A server endpoint description with a listen backlog: C{tcp}, C{tcp6}
+    and C{ssl} descriptions that set none get C{backlog}.
+
+    @param description: E.g. C{"tcp:8080:interface=127.0.0.1"}.
+    @param backlog: The listen queue length.
+    """
+    kind = description.split(":", 1)[0].lower()
+    if kind not in ("tcp", "tcp6", "ssl") or "backlog=" in description:
+        return description
+    return f"{description}:backlog={backlog}"
+
+
 def _listeners(
-    reactor: Any, frontend: str, listen: Sequence[str], factory: Any
+    reactor: Any,
+    frontend: str,
+    listen: Sequence[str],
+    factory: Any,
+    backlog: int | None = None,
 ) -> list[FrontendListener]:
     return [
-        FrontendListener(frontend, serverFromString(reactor, description), factory)
+        FrontendListener(
+            frontend,
+            serverFromString(
+                reactor,
+                description if backlog is None else withBacklog(description, backlog),
+            ),
+            factory,
+        )
         for description in listen
     ]
 
@@ -182,10 +206,8 @@ class LoadBalancer(MultiService):
             else openAccessLog(settings.access_log, settings.access_log_format)
         )
         self._probeAgent = healthAgent(reactor)
-        self._upgrades = upgradeHandler(reactor)
-        self._connectionPools: list[HTTPConnectionPool] = []
+        self._connections: dict[str, BackendConnections] = {}
         self._pools: dict[str, BackendPool] = {}
-        self._resources: dict[str, PoolResource] = {}
         self._checks: list[IService] = []
         self._frontends: dict[str, tuple[FrontendConfig, Any, FrontendStats]] = {}
         self._listeners: dict[str, list[FrontendListener]] = {}
@@ -241,6 +263,7 @@ class LoadBalancer(MultiService):
         """
         reactor = self._reactor
         pools: dict[str, BackendPool] = {}
+        connections: dict[str, BackendConnections] = {}
         for poolConfig in config.pools:
             pool = pools[poolConfig.name] = BackendPool(poolConfig)
             previous = self._pools.get(poolConfig.name)
@@ -253,11 +276,12 @@ class LoadBalancer(MultiService):
                     pool=poolConfig.name,
                 )
             if poolConfig.mode == "http":
-                agent, connections = makeAgent(reactor, poolConfig)
-                self._connectionPools.append(connections)
-                self._resources[poolConfig.name] = PoolResource(
-                    reactor, pool, agent, self._upgrades
+                new = connections[poolConfig.name] = BackendConnections(
+                    reactor, poolConfig
                 )
+                running = self._connections.get(poolConfig.name)
+                if running is not None:
+                    new.adopt(running, pool.backends)
         for check in self._checks:
             check.disownServiceParent()
         self._checks = [
@@ -267,15 +291,19 @@ class LoadBalancer(MultiService):
         ]
         for check in self._checks:
             check.setServiceParent(self)
+        for name, retired in self._connections.items():
+            if name not in connections:
+                retired.close()
+        self._connections = connections
         self._pools.clear()
         self._pools.update(pools)
         self.balancer.pools.clear()
         self.balancer.pools.update(pools)
         self.balancer.applyState()
 
-    def _closeConnectionPools(self) -> Deferred[list[object]]:
+    def _closeConnectionPools(self) -> Deferred[list[None]]:
         return gatherResults(
-            [maybeDeferred(p.closeCachedConnections) for p in self._connectionPools]
+            [connections.close() for connections in self._connections.values()]
         )
 
     # Frontends
@@ -304,10 +332,9 @@ class LoadBalancer(MultiService):
                     factory.reconfigure(frontend, self._pools[frontend.pool])
                 else:
                     factory.reconfigure(
-                        self._resources[frontend.pool],
-                        frontend,
-                        config.pool(frontend.pool).max_body_size,
+                        frontend, config.pool(frontend.pool).max_body_size
                     )
+                    factory.resource = self._rootResource(factory)
                 frontends[frontend.name] = (frontend, factory, stats)
                 kept.add(frontend.name)
                 continue
@@ -315,7 +342,11 @@ class LoadBalancer(MultiService):
             factory = self._factoryFor(config, frontend, stats)
             frontends[frontend.name] = (frontend, factory, stats)
             created[frontend.name] = _listeners(
-                reactor, frontend.name, frontend.listen, _wrapped(reactor, frontend, factory)
+                reactor,
+                frontend.name,
+                frontend.listen,
+                _wrapped(reactor, frontend, factory),
+                frontend.backlog,
             )
         self._frontends = frontends
         self._drainable[:] = [factory for _, factory, _ in frontends.values()]
@@ -331,13 +362,28 @@ class LoadBalancer(MultiService):
             return TCPProxyFactory(
                 self._reactor, frontend, self._pools[frontend.pool], stats, self._accessLog
             )
-        return ProxySite(
-            self._resources[frontend.pool],
+        site = HTTPFrontend(
+            self._reactor,
             frontend,
             config.pool(frontend.pool).max_body_size,
-            self._reactor,
             stats,
             self._accessLog,
+        )
+        site.resource = self._rootResource(site)
+        return site
+
+    def _rootResource(self, site: HTTPFrontend) -> PoolResource:
+        """
+        The root resource of an HTTP frontend: its pool, forwarding with
+        its policy and recording in its access log.
+        """
+        name = site.frontend.pool
+        return PoolResource(
+            self._reactor,
+            self._pools[name],
+            self._connections[name],
+            site.policy,
+            site.record,
         )
 
     # Reload
@@ -424,16 +470,18 @@ def _sameListeners(old: FrontendConfig, new: FrontendConfig) -> bool:
 
 def _wrapped(reactor: Any, frontend: FrontendConfig, factory: Any) -> Any:
     """
-    The factory a frontend listens with: TLS and PROXY protocol wrappers
-    around its site or TCP factory.
+    The factory a frontend listens with: TLS around its HTTP or TCP factory,
+    and for an HTTP frontend with both TLS and C{accept_proxy}, a reader of
+    the PROXY header around that (the header comes before the handshake;
+    without TLS the channel and the TCP proxy read it themselves).
     """
     if frontend.tls is not None:
         protocols = ALPN_HTTP if frontend.mode == "http" else ()
         factory = serverTLSFactory(reactor, frontend.name, frontend.tls, factory, protocols)
-    if frontend.accept_proxy and frontend.mode == "http":
-        # TCP frontends read the PROXY header themselves (keeping
-        # half-close, which Twisted's wrapper does not pass on).
-        factory = HAProxyWrappingFactory(factory)
+        if frontend.accept_proxy and frontend.mode == "http":
+            factory = ProxyHeaderWrappingFactory(
+                factory, reactor, frontend.header_timeout
+            )
     return factory
 
 

@@ -74,7 +74,11 @@ class RoundRobin:
 
         @see: L{IStrategy.pick}
         """
-        for index, backend in _rotated(backends, self._next):
+        count = len(backends)
+        start = self._next
+        for offset in range(count):
+            index = (start + offset) % count
+            backend = backends[index]
             if eligible(backend):
                 self._next = index + 1
                 return backend

@@ -26,12 +26,10 @@ paused before the header could be read).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
-from twisted.internet import error as ierror
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.defer import TimeoutError as DeferredTimeoutError
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
@@ -42,62 +40,22 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import URI
 from zope.interface import implementer
 
 from lbtwist.accesslog import AccessLog, ConnectionRecord
-from lbtwist.backend import Backend, logStateChange
-from lbtwist.config import BackendConfig, FrontendConfig
+from lbtwist.attempts import Attempts, Lease
+from lbtwist.backend import Backend
+from lbtwist.config import FrontendConfig
+from lbtwist.endpoints import backendEndpoint
+from lbtwist.failures import classifyConnectFailure
 from lbtwist.pool import BackendPool
 from lbtwist.proxyheader import InvalidProxyHeader, parseProxyHeader, proxyHeader
 from lbtwist.stats import FrontendStats
 from lbtwist.tunnel import Tunnel, TunnelTotals
-from lbtwist.upstream import BackendEndpoints
 
-__all__ = ["TCPProxyFactory", "backendEndpoint", "classifyConnectFailure"]
+__all__ = ["TCPProxyFactory"]
 
 _log = Logger()
-
-
-def backendEndpoint(
-    reactor: Any, backend: BackendConfig, timeout: float
-) -> IStreamClientEndpoint:
-    """
-    The endpoint that connects to a backend, as HTTP pools connect (IP
-    literals directly, names through L{HostnameEndpoint}).
-
-    @param reactor: The reactor.
-    @param backend: The backend's configuration.
-    @param timeout: Seconds allowed to establish the connection.
-    @return: An endpoint connecting to the backend's host and port.
-    """
-    host = backend.host.encode("idna")
-    uri = URI(
-        b"tcp", backend.address.encode("idna"), host, backend.port, b"", b"", b"", b""
-    )
-    return BackendEndpoints(reactor, timeout).endpointForURI(uri)
-
-
-def classifyConnectFailure(failure: Failure) -> tuple[str, str]:
-    """
-    Say how a connection attempt to a backend failed.
-
-    @param failure: The failure of the endpoint's C{connect}.
-    @return: C{(kind, reason)}: the kind is one of L{lbtwist.stats.FAILURE_KINDS}
-        (C{connect_refused}, C{connect_timeout} or C{connect_error}), the
-        reason is for logs (C{"connection refused"}).
-    """
-    if failure.check(ierror.ConnectionRefusedError):
-        return "connect_refused", "connection refused"
-    if failure.check(
-        ierror.TimeoutError,
-        ierror.TCPTimedOutError,
-        ierror.ConnectingCancelledError,
-        DeferredTimeoutError,
-        CancelledError,
-    ):
-        return "connect_timeout", "connect timeout"
-    return "connect_error", f"cannot connect: {failure.getErrorMessage()}"
 
 
 def _host(address: IAddress | None) -> str:
@@ -199,11 +157,12 @@ class _ClientConnection(Protocol):
         self._headerTimer: IDelayedCall | None = None
         self._early: list[bytes] = []
         self._earlyEOF = False
-        self._tried: list[Backend] = []
-        self._retryReasons: list[str] = []
-        self._attemptStarted = 0.0
+        self._attempts = Attempts(
+            self._clock, self._choose, self._pool.config.retries, factory.frontend.name
+        )
         self._pending: Deferred[Any] | None = None
-        self._backend: Backend | None = None
+        self._lease: Lease | None = None
+        self._connectedOnce = False
         self._tunnel: Tunnel | None = None
         self._clientGone = False
         self._outcome: str | None = None
@@ -287,7 +246,7 @@ class _ClientConnection(Protocol):
                 "{backend}; cancelling",
                 frontend=self._factory.frontend.name,
                 client=_host(self._source),
-                backend=self._tried[-1].address,
+                backend=self._attempts.tried[-1].address,
             )
             pending.cancel()
         self._record()
@@ -346,59 +305,45 @@ class _ClientConnection(Protocol):
 
     # Connecting to a backend.
 
+    def _choose(self, now: float, tried: Collection[Backend]) -> Backend | None:
+        return self._pool.choose(now, exclude=tried)
+
     def _connect(self) -> None:
         """
         Connect to the next available backend not tried yet, or close the
         client if there is none.
         """
-        factory = self._factory
-        now = self._clock.seconds()
-        backend = self._pool.choose(now, exclude=self._tried)
-        if backend is None:
+        lease = self._attempts.next()
+        if lease is None:
             self._giveUp()
             return
-        self._tried.append(backend)
-        self._attemptStarted = now
-        d = factory.backendEndpoint(backend).connect(_BackendConnectionFactory())
+        self._lease = lease
+        d = self._factory.backendEndpoint(lease.backend).connect(
+            _BackendConnectionFactory()
+        )
         d.addTimeout(self._pool.config.connect_timeout, self._clock)
         self._pending = d
         d.addCallbacks(
             self._connected,
             self._connectFailed,
-            callbackArgs=(backend,),
-            errbackArgs=(backend,),
+            callbackArgs=(lease,),
+            errbackArgs=(lease,),
         )
 
-    def _connectFailed(self, failure: Failure, backend: Backend) -> None:
+    def _connectFailed(self, failure: Failure, lease: Lease) -> None:
         """
         A connection attempt failed: count it against the backend, then try
         another one or give up.
 
         @param failure: Why.
-        @param backend: The backend it was made to.
+        @param lease: The attempt's lease.
         """
         self._pending = None
         if self._clientGone:
             # Cancelled because the client went away: not the backend's fault.
+            lease.release()
             return
-        kind, reason = classifyConnectFailure(failure)
-        now = self._clock.seconds()
-        backend.stats.recordFailure(kind, now - self._attemptStarted, now)
-        change = backend.requestFailed(reason, now)
-        if change is not None:
-            logStateChange(change)
-        self._retryReasons.append(f"{backend.name}: {reason}")
-        if len(self._tried) <= self._pool.config.retries:
-            _log.info(
-                "{frontend}: cannot connect to {backend} for {client}: {reason}; "
-                "trying another backend",
-                frontend=self._factory.frontend.name,
-                pool=self._pool.name,
-                backend=backend.address,
-                client=_host(self._source),
-                reason=reason,
-                attempt=len(self._tried),
-            )
+        if self._attempts.failed(lease, classifyConnectFailure(failure)):
             self._connect()
         else:
             self._giveUp()
@@ -408,7 +353,8 @@ class _ClientConnection(Protocol):
         No backend could be connected: close the client.
         """
         factory = self._factory
-        if not self._tried:
+        attempts = self._attempts
+        if not attempts.tried:
             _log.warn(
                 "{frontend}: no backend available in pool {pool}; closing "
                 "connection from {client}",
@@ -424,30 +370,27 @@ class _ClientConnection(Protocol):
             frontend=factory.frontend.name,
             pool=self._pool.name,
             client=_host(self._source),
-            attempts=len(self._tried),
-            reasons="; ".join(self._retryReasons),
+            attempts=len(attempts.tried),
+            reasons="; ".join(attempts.retryReasons),
         )
         self._close("connect failed")
 
-    def _connected(self, protocol: _BackendConnection, backend: Backend) -> None:
+    def _connected(self, protocol: _BackendConnection, lease: Lease) -> None:
         """
         The backend is connected: write the PROXY header if the pool sends
         one, then relay through a tunnel.
 
         @param protocol: The backend connection's protocol.
-        @param backend: The backend.
+        @param lease: The attempt's lease, held until the tunnel closes.
         """
         self._pending = None
         if self._clientGone:
+            lease.release()
             protocol.transport.loseConnection()
             return
         config = self._pool.config
-        backend.active += 1
-        backend.requests += 1
-        self._backend = backend
-        change = backend.requestSucceeded(self._clock.seconds())
-        if change is not None:
-            logStateChange(change)
+        self._connectedOnce = True
+        self._attempts.succeeded(lease)
         backendTransport = protocol.transport
         if config.send_proxy != "none":
             assert self._source is not None and self._destination is not None
@@ -469,9 +412,10 @@ class _ClientConnection(Protocol):
         @param totals: What went through.
         """
         self._tunnel = None
-        backend = self._backend
-        assert backend is not None
-        backend.active -= 1
+        lease = self._lease
+        assert lease is not None
+        lease.release()
+        backend = lease.backend
         stats = self._factory.stats
         stats.received(totals.fromClient)
         stats.sent(totals.toClient)
@@ -527,7 +471,8 @@ class _ClientConnection(Protocol):
         if factory.accessLog is None:
             return
         now = self._clock.seconds()
-        backend = self._backend
+        lease = self._lease
+        backend = lease.backend if lease is not None and self._connectedOnce else None
         factory.accessLog.logConnection(
             ConnectionRecord(
                 timestamp=now,
@@ -535,8 +480,8 @@ class _ClientConnection(Protocol):
                 frontend=factory.frontend.name,
                 pool=self._pool.name,
                 backend=backend.name if backend is not None else None,
-                attempts=len(self._tried),
-                retryReasons=tuple(self._retryReasons),
+                attempts=len(self._attempts.tried),
+                retryReasons=tuple(self._attempts.retryReasons),
                 fromClient=self._fromClient,
                 toClient=self._toClient,
                 duration=now - self._opened,

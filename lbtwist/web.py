@@ -1,942 +1,1027 @@
 # -*- test-case-name: tests.test_web -*-
 """
-The HTTP (L7) proxy: a twisted.web L{ProxySite} whose root is a
-L{PoolResource}, which asks its L{BackendPool} for a backend and delegates to
-that backend's L{ReverseProxyResource}; that one forwards through Twisted's
-L{Agent} and a persistent connection pool and relays the response with
-backpressure.
+The HTTP (L7) proxy as twisted.web resources.
 
-Which failures are retried (proxy-rules.md, "Failure handling"):
+A frontend serves a L{PoolResource} at its root: for each request it asks
+its L{BackendPool} for a backend and forwards the request there, retrying
+on others as the rules allow; a L{ReverseProxyResource} forwards to one
+backend only.  Both take any request providing
+L{lbtwist._http.interfaces.IClientRequest} (lbtwist's own channel) or a
+stock C{twisted.web.server.Request} (an application embedding lbtwist in
+its own C{Site}), and forward it over lbtwist's upstream connections
+(L{lbtwist._http.client}):
 
-  - the connection could not be made (refused, connect timeout, name
-    resolution): any method, on another backend;
-  - the request was sent but no complete response head came back (reset,
-    close, invalid response, response timeout): only idempotent methods,
-    on another backend;
-  - never once the response head has been relayed to the client.
+  - the request head goes upstream with the header policy of
+    L{lbtwist._http.headers}, the body streams as it arrives, and up to the
+    pool's C{retry_buffer} bytes of it are kept so that a retry can send it
+    again;
+  - the response streams back with backpressure both ways; a response cut
+    short aborts the client's connection;
+  - a GET WebSocket handshake answered with 101 becomes a raw L{Tunnel}.
+
+Which failures are retried is decided by L{lbtwist.attempts.Attempts}; the
+backend's in-flight count is held by its L{lbtwist.attempts.Lease}.
 """
 
 from __future__ import annotations
 
-import ipaddress
-from typing import Any, Callable, Iterable, cast
+from typing import Any, Callable, Collection, Protocol, cast
 
-from twisted.internet import error as ierror
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.defer import TimeoutError as DeferredTimeoutError
-from twisted.internet.interfaces import IPushProducer, ITCPTransport
-from twisted.internet.protocol import Protocol
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.interfaces import IPushProducer, IReactorTime, ITCPTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
-from twisted.web._newclient import RequestNotSent, ResponseDone, ResponseFailed
-from twisted.web.client import Agent
-from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IResponse
 from twisted.web.resource import Resource
+from zope.interface import implementer
 
-from lbtwist.backend import Backend, logStateChange
-from lbtwist.channel import ProxyChannel, connectionTokens, errorBody
-from lbtwist.accesslog import AccessLog, AccessRecord
-from lbtwist.config import FrontendConfig, PoolConfig
-from lbtwist.pool import BackendPool
-from lbtwist.stats import FrontendStats
-from lbtwist.tls import BackendTLS, TLSFailure, describeTLSFailure
-from lbtwist.upstream import (
+from lbtwist._http.client import ConnectionPool, UpstreamConnection
+from lbtwist._http.errors import errorBody
+from lbtwist._http.headers import (
+    IDEMPOTENT_METHODS,
     RESPONSE_HOP_BY_HOP,
-    BackendEndpoints,
-    SpooledBody,
-    UpstreamConnectionPool,
+    VIA,
+    ForwardingPolicy,
+    connectionTokens,
+    requestHead,
+    responseHeaders,
+    websocketUpgrade,
 )
+from lbtwist._http.interfaces import (
+    IBodyReceiver,
+    IClientRequest,
+    IRequestBody,
+    IResponseReceiver,
+    ResponseHead,
+)
+from lbtwist._http.server import ServerRequest
+from lbtwist.attempts import Attempts, Lease
+from lbtwist.backend import Backend
+from lbtwist.config import PoolConfig
+from lbtwist.endpoints import backendEndpoint
+from lbtwist.failures import UpstreamFailure, classifyConnectFailure
+from lbtwist.pool import BackendPool
+from lbtwist.tunnel import Tunnel, TunnelTotals
+
+__all__ = [
+    "BackendConnections",
+    "ForwardingPolicy",
+    "PoolResource",
+    "RequestRecorder",
+    "ReverseProxyResource",
+    "StockRequest",
+]
 
 _log = Logger()
 
-IDEMPOTENT_METHODS = frozenset(
-    {b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"}
-)
-
-# Request fields that are about the client's connection to lbtwist.
-REQUEST_HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"transfer-encoding",
-        b"upgrade",
-        b"proxy-authorization",
-        b"proxy",
-        b"trailer",
-        b"expect",
-        b"content-length",
-    }
-)
-
-_NEVER_REMOVED_BY_CONNECTION = frozenset({b"host"})
-
-_VIA = b"1.1 lbtwist"
-
-_CONNECT_FAILURES = (
-    ierror.ConnectError,
-    ierror.DNSLookupError,
-)
+_OPTIONS_ALLOW = b"GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
 
 
-def _isIdempotent(method: bytes) -> bool:
-    return method in IDEMPOTENT_METHODS
-
-
-class UpstreamAttemptFailed(Exception):
+class RequestRecorder(Protocol):
     """
-    One attempt to forward a request to one backend failed before any of the
-    response reached the client.
-
-    @ivar kind: The kind of failure, one of L{lbtwist.stats.FAILURE_KINDS}.
-    @ivar reason: A short reason for logs (C{"connection refused"}).
-    @ivar sent: Whether the request may have reached the backend.
-    @ivar timedOut: Whether it failed by a timeout (504) rather than a
-        connection or protocol failure (502).
+    Told once about every request a proxy resource is done with (for the
+    access log and the frontend's counters).
     """
 
-    _NOT_SENT = frozenset({"connect_refused", "connect_timeout", "connect_error"})
-    _TIMEOUTS = frozenset({"connect_timeout", "response_timeout"})
-
-    def __init__(self, kind: str, reason: str) -> None:
-        super().__init__(reason)
-        self.kind = kind
-        self.reason = reason
-        self.sent = kind not in self._NOT_SENT
-        self.timedOut = kind in self._TIMEOUTS
-
-
-def classifyFailure(failure: Failure) -> UpstreamAttemptFailed:
-    """
-    Turn the failure of an L{Agent} request into an L{UpstreamAttemptFailed}.
-
-    @param failure: The failure from C{Agent.request}, possibly after a
-        response timeout.
-    """
-    if failure.check(RequestNotSent):
-        return UpstreamAttemptFailed("connect_error", "request not sent")
-    tls = _tlsFailure(failure)
-    if tls is not None:
-        # A failed handshake means the request never reached the backend.
-        kind = "connect_error" if tls.handshake else "invalid_response"
-        return UpstreamAttemptFailed(kind, tls.reason)
-    if failure.check(ierror.ConnectingCancelledError, ierror.TimeoutError):
-        return UpstreamAttemptFailed("connect_timeout", "connect timeout")
-    if failure.check(ierror.ConnectionRefusedError):
-        return UpstreamAttemptFailed("connect_refused", "connection refused")
-    if failure.check(*_CONNECT_FAILURES):
-        return UpstreamAttemptFailed(
-            "connect_error", "cannot connect: %s" % (failure.getErrorMessage(),)
-        )
-    if failure.check(DeferredTimeoutError, CancelledError):
-        return UpstreamAttemptFailed("response_timeout", "response timeout")
-    if isinstance(failure.value, ResponseFailed):
-        reasons: list[Failure] = failure.value.reasons
-        if any(f.check(DeferredTimeoutError, CancelledError) for f in reasons):
-            return UpstreamAttemptFailed("response_timeout", "response timeout")
-        invalid = [
-            f for f in reasons if not f.check(ierror.ConnectionDone, ierror.ConnectionLost)
-        ]
-        if invalid:
-            return UpstreamAttemptFailed(
-                "invalid_response",
-                "invalid response: %s" % (invalid[0].getErrorMessage(),),
-            )
-    return UpstreamAttemptFailed(
-        "connection_lost", "connection lost before the response"
-    )
-
-
-def _tlsFailure(failure: Failure) -> TLSFailure | None:
-    """
-    @return: What went wrong if C{failure} (or, for an L{Agent} failure, one
-        of its reasons) is a TLS failure, else L{None}.
-    """
-    reasons = [failure]
-    if isinstance(failure.value, ResponseFailed):
-        reasons.extend(failure.value.reasons)
-    for reason in reasons:
-        described = describeTLSFailure(reason)
-        if described is not None:
-            return described
-    return None
-
-
-def _trusted(address: str, networks: Iterable[Any]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in networks)
-
-
-def upstreamHeaders(
-    request: server.Request,
-    frontend: FrontendConfig,
-    trustedNetworks: tuple[Any, ...],
-    hostOverride: bytes | None,
-) -> Headers:
-    """
-    The header fields sent upstream for C{request}: hop-by-hop fields
-    removed, forwarding fields added, everything else kept in order with all
-    its values.
-
-    @param request: The client's request.
-    @param frontend: The frontend it arrived on.
-    @param trustedNetworks: Networks whose forwarding fields are kept.
-    @param hostOverride: A C{Host} to send instead of the client's.
-    """
-    incoming = request.requestHeaders
-    drop = REQUEST_HOP_BY_HOP | (
-        connectionTokens(incoming) - _NEVER_REMOVED_BY_CONNECTION
-    )
-    peer = request.getClientAddress()
-    clientIP = getattr(peer, "host", None) or "unknown"
-    trusted = bool(trustedNetworks) and _trusted(clientIP, trustedNetworks)
-    forwardingFields = (
-        frozenset()
-        if trusted
-        else frozenset(
-            {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"}
-        )
-    )
-    headers = Headers()
-    for name, values in incoming.getAllRawHeaders():
-        lowered = name.lower()
-        if lowered in drop or lowered in forwardingFields:
-            continue
-        headers.setRawHeaders(name, list(values))
-    client = clientIP.encode("ascii")
-    host = (incoming.getRawHeaders(b"host") or [b""])[0]
-    proto = b"https" if request.isSecure() else b"http"
-    previous = headers.getRawHeaders(b"x-forwarded-for")
-    headers.setRawHeaders(
-        b"x-forwarded-for",
-        [b", ".join([*previous, client]) if previous else client],
-    )
-    if not headers.hasHeader(b"x-forwarded-proto"):
-        headers.setRawHeaders(b"x-forwarded-proto", [proto])
-    if host and not headers.hasHeader(b"x-forwarded-host"):
-        headers.setRawHeaders(b"x-forwarded-host", [host])
-    if frontend.add_forwarded:
-        node = b'"[%s]"' % (client,) if b":" in client else client
-        element = b"for=%s;proto=%s" % (node, proto)
-        if host:
-            element += b';host="%s"' % (host,)
-        headers.addRawHeader(b"forwarded", element)
-    headers.addRawHeader(b"via", _VIA)
-    if hostOverride is not None:
-        headers.setRawHeaders(b"host", [hostOverride])
-    return headers
-
-
-def respondWithError(request: server.Request, code: int) -> None:
-    """
-    Finish C{request} with one of lbtwist's short plain-text error pages.
-
-    @param request: A request whose response has not started.
-    @param code: 502, 503 or 504.
-    """
-    phrase, body = errorBody(code)
-    request.setResponseCode(code, phrase)
-    headers = Headers()
-    headers.setRawHeaders(b"content-type", [b"text/plain; charset=utf-8"])
-    headers.setRawHeaders(b"content-length", [b"%d" % (len(body),)])
-    for value in request.responseHeaders.getRawHeaders(b"connection", ()):
-        headers.addRawHeader(b"connection", value)
-    request.responseHeaders = headers
-    request.write(body)
-    request.finish()
-
-
-class _ResponseRelay(Protocol):
-    """
-    Relays a response body from the backend to the client, as a producer
-    registered with the client's connection: a client that reads slowly
-    pauses reading from the backend.
-
-    A body that ends early (fewer bytes than its C{Content-Length}, or
-    chunked without the last chunk) aborts the client's connection so that
-    the client sees the truncation.
-    """
-
-    def __init__(
+    def __call__(
         self,
-        request: server.Request,
-        backend: str,
-        finished: Callable[[Failure | None], None],
+        request: IClientRequest,
+        backend: str | None,
+        attempts: int,
+        retryReasons: tuple[str, ...],
+        status: int,
+        sentBytes: int,
     ) -> None:
-        self._request = request
-        self._backend = backend
-        self._finished = finished
-        self.done = False
-        self.clientGone = False
-
-    def producer(self) -> IPushProducer:
         """
-        The backend connection's producer this relay is connected to.
+        @param request: The request.
+        @param backend: The name of the backend that answered last, if any.
+        @param attempts: How many backends were tried.
+        @param retryReasons: Why each retry was made, or not made.
+        @param status: The status sent (0 if none was).
+        @param sentBytes: The bytes sent to the client.
         """
-        return cast(IPushProducer, self.transport)
 
-    def dataReceived(self, data: bytes) -> None:
-        if not self.clientGone:
-            self._request.write(data)
 
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        self.done = True
-        request = self._request
-        if self.clientGone:
-            self._finished(reason)
+class _What:
+    """
+    A request's method and target for logs, decoded only when logged.
+    """
+
+    __slots__ = ("_method", "_target")
+
+    def __init__(self, method: bytes, target: bytes) -> None:
+        self._method = method
+        self._target = target
+
+    def __str__(self) -> str:
+        return "%s %s" % (
+            self._method.decode("ascii", "replace"),
+            self._target.decode("ascii", "replace")[:200],
+        )
+
+
+@implementer(IBodyReceiver, IPushProducer)
+class _ReplayBody:
+    """
+    Streams a request body to the current attempt's upstream connection and
+    keeps up to C{limit} bytes of it, so that a retry can send it again.
+
+    It is also the push producer registered on the upstream connection (a
+    backend that reads slowly pauses reading from the client); a lost
+    upstream connection's C{stopProducing} is ignored, since another
+    attempt may still want the body.
+    """
+
+    __slots__ = (
+        "_body",
+        "_limit",
+        "_forward",
+        "_chunks",
+        "_size",
+        "_target",
+        "_delivering",
+        "overflowed",
+        "ended",
+        "length",
+    )
+
+    def __init__(self, body: IRequestBody, limit: int, forward: _Forward) -> None:
+        self._body = body
+        self._limit = limit
+        self._forward = forward
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._target: UpstreamConnection | None = None
+        self._delivering = False
+        self.overflowed = False
+        self.ended = False
+        self.length: int | None = body.length
+
+    @property
+    def started(self) -> bool:
+        """
+        Whether some of the body was handed to an upstream connection.
+        """
+        return self._delivering
+
+    def notReplayable(self) -> str | None:
+        """
+        @return: Why the body cannot be sent again, or L{None} if it can.
+        """
+        if self.overflowed:
+            return f"body larger than retry_buffer ({self._limit} bytes)"
+        return None
+
+    def attach(self, connection: UpstreamConnection) -> None:
+        """
+        Send the body to C{connection}: what is kept first, the rest as it
+        arrives.
+        """
+        self._target = connection
+        if not self._delivering:
+            self._delivering = True
+            connection.registerBodyProducer(self)
+            self._body.deliver(self)
             return
-        request.unregisterProducer()
-        if reason.check(ResponseDone, PotentialDataLoss):
-            request.finish()
-            self._finished(None)
+        for chunk in self._chunks:
+            connection.writeBody(chunk)
+        if self.ended:
+            connection.endBody()
         else:
-            _log.info(
-                "response from {backend} was cut short; aborting the client connection",
-                backend=self._backend,
-            )
-            transport = request.channel.transport
-            if transport is not None:
-                cast(ITCPTransport, transport).abortConnection()
-            self._finished(reason)
+            connection.registerBodyProducer(self)
+            self._body.resumeProducing()
+
+    def detach(self) -> None:
+        """
+        The current attempt failed: stop sending, and stop reading the
+        client until the next attempt is connected.
+        """
+        if self._target is not None:
+            self._target = None
+            if not self.ended:
+                self._body.pauseProducing()
+
+    def stop(self) -> None:
+        """
+        The body is not wanted any more.
+        """
+        self._target = None
+        if not self.ended:
+            self._body.stopProducing()
+
+    # IBodyReceiver
+
+    def bodyData(self, data: bytes) -> None:
+        if not self.overflowed:
+            self._size += len(data)
+            if self._size > self._limit:
+                self.overflowed = True
+                self._chunks = []
+            else:
+                self._chunks.append(data)
+        if self._target is not None:
+            self._target.writeBody(data)
+
+    def bodyEnd(self) -> None:
+        self.ended = True
+        target = self._target
+        if target is not None:
+            target.unregisterBodyProducer()
+            target.endBody()
+
+    def bodyFailed(self, reason: str) -> None:
+        self._target = None
+        self._forward.clientBodyFailed(reason)
+
+    # IPushProducer, for the upstream connection's transport
+
+    def pauseProducing(self) -> None:
+        self._body.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._body.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """
+        The upstream connection is gone; the L{_Forward} decides what
+        happens to the body.
+        """
 
 
-class ReverseProxyResource(Resource):
+@implementer(IResponseReceiver)
+class _Forward:
     """
-    Forwards requests to one backend and relays its responses.
-
-    Used by L{PoolResource}, which picks the backend and retries; it can
-    also serve as the root of a L{ProxySite} on its own.
-
-    @ivar backend: The backend's runtime state.
-    """
-
-    isLeaf = True
-
-    def __init__(
-        self,
-        reactor: Any,
-        backend: Backend,
-        pool: PoolConfig,
-        agent: IAgent,
-    ) -> None:
-        """
-        @param reactor: Provides the clock for the response timeout.
-        @param backend: The backend.
-        @param pool: The settings of the backend's pool.
-        @param agent: The agent forwarding requests (connection pooling).
-        """
-        super().__init__()
-        self._reactor = reactor
-        self.backend = backend
-        self._pool = pool
-        self._agent = agent
-        self._base = f"{backend.config.scheme}://{backend.address}".encode("ascii")
-        self._hostOverride = (
-            backend.address.encode("ascii") if pool.rewrite_host else None
-        )
-
-    def forward(
-        self, request: server.Request, headers: Headers
-    ) -> Deferred[IResponse]:
-        """
-        Send C{request} to the backend.
-
-        @param request: The client's request (its body fully received).
-        @param headers: The header fields to send.
-        @return: A L{Deferred} firing with the response once its head has
-            arrived, or failing with L{UpstreamAttemptFailed}.
-        """
-        if self._hostOverride is not None:
-            headers = headers.copy()
-            headers.setRawHeaders(b"host", [self._hostOverride])
-        body = _requestBody(request)
-        d = self._agent.request(request.method, self._base + request.uri, headers, body)
-        d.addTimeout(self._pool.response_timeout, self._reactor)
-
-        def failed(failure: Failure) -> Failure:
-            return Failure(classifyFailure(failure))
-
-        d.addErrback(failed)
-        return d
-
-    def render(self, request: ProxyRequest) -> Any:
-        """
-        Forward C{request} to this backend alone (no retries).
-        """
-        _Attempts(self._reactor, request, self._only, 0).start()
-        return server.NOT_DONE_YET
-
-    def _only(self, tried: list[Backend]) -> ReverseProxyResource | None:
-        return None if tried else self
-
-
-def _requestBody(request: server.Request) -> SpooledBody | None:
-    content = request.content
-    if content is None:
-        return None
-    content.seek(0, 2)
-    length = content.tell()
-    if length == 0 and not (
-        request.requestHeaders.hasHeader(b"content-length")
-        or request.requestHeaders.hasHeader(b"transfer-encoding")
-    ):
-        return None
-    return SpooledBody(content, length)
-
-
-class _Attempts:
-    """
-    Forwards one client request, trying further backends while the rules
-    allow, then relays the response or answers 502, 503 or 504.
+    Forwards one client request: makes attempts on backends until one
+    answers (or none is left), relays the response, and cleans up exactly
+    once when the request is over.
     """
 
-    def __init__(
-        self,
-        reactor: Any,
-        request: ProxyRequest,
-        choose: Callable[[list[Backend]], ReverseProxyResource | None],
-        retries: int,
-    ) -> None:
-        """
-        @param reactor: The clock.
-        @param request: The client's request.
-        @param choose: Given the backends already tried, the next backend's
-            resource, or L{None} if there is none.
-        @param retries: Attempts allowed after the first.
-        """
-        self._reactor = reactor
+    def __init__(self, proxy: _ProxyResource, request: IClientRequest) -> None:
+        self._proxy = proxy
         self._request = request
-        self._choose = choose
-        self._retries = retries
-        self._tried: list[Backend] = []
-        self._pending: Deferred[IResponse] | None = None
-        self._relay: _ResponseRelay | None = None
-        self._clientGone = False
-        self._lastFailure: UpstreamAttemptFailed | None = None
-        self._retryReasons: list[str] = []
-        self._attemptStarted = 0.0
-        self._site = site = request.channel.site
-        self._headers = upstreamHeaders(
-            request, site.frontend, site.trustedNetworks, None
+        config = proxy.config
+        method = request.method
+        self._attempts = Attempts(
+            proxy.clock, proxy.choose, proxy.retries, _What(method, request.target)  # type: ignore[arg-type]
         )
-        request.notifyFinish().addBoth(self._done)
+        self._lease: Lease | None = None
+        self._connection: UpstreamConnection | None = None
+        self._pending: Any = None
+        self._committed = False
+        self._over = False
+        self._tunnelled = False
+        self._status = 0
+        body = request.body
+        self._body = (
+            None if body is None else _ReplayBody(body, config.retry_buffer, self)
+        )
+        self._notIdempotent = (
+            None
+            if method in IDEMPOTENT_METHODS
+            else "%s is not idempotent" % (method.decode("ascii", "replace"),)
+        )
+        headers = request.headers
+        tokens = request.connectionTokens
+        self._upgrade = (
+            websocketUpgrade(method, request.version, tokens, headers, body is not None)
+            if tokens and isinstance(request, ServerRequest)
+            else None
+        )
+        address = request.clientAddress
+        self._headArgs = (
+            method,
+            request.target,
+            headers,
+            tokens,
+            str(getattr(address, "host", "unknown")),
+            request.secure,
+            proxy.policy,
+            None if body is None else body.length,
+            body is not None,
+            self._upgrade,
+        )
+        self._head: list[bytes] | None = None
+        request.notifyDone(self._done)
+
+    # Attempts
 
     def start(self) -> None:
         """
         Make the next attempt, or answer with an error when none is left.
         """
-        if self._clientGone:
-            return
-        proxy = self._choose(self._tried)
-        if proxy is None:
+        lease = self._attempts.next()
+        if lease is None:
             self._giveUp()
             return
-        backend = proxy.backend
-        self._tried.append(backend)
-        backend.active += 1
-        backend.requests += 1
-        self._attemptStarted = self._reactor.seconds()
-        d = proxy.forward(self._request, self._headers)
+        self._lease = lease
+        connections = self._proxy.connectionsFor(lease.backend)
+        if self._upgrade is None:
+            connection = connections.idleConnection()
+            if connection is not None:
+                self._connected(connection, lease)
+                return
+        d = connections.connect(fresh=self._upgrade is not None)
         self._pending = d
         d.addCallbacks(
-            self._responded, self._failed, callbackArgs=(backend,), errbackArgs=(backend,)
+            self._connected,
+            self._connectFailed,
+            callbackArgs=(lease,),
+            errbackArgs=(lease,),
         )
 
-    def _giveUp(self) -> None:
-        last = self._lastFailure
-        if last is None:
-            code = 503
-        else:
-            code = 504 if last.timedOut else 502
-        _log.info(
-            "{method} {target}: answering {code} after {attempts} attempt(s){why}",
-            method=self._request.method.decode("ascii", "replace"),
-            target=self._request.uri.decode("ascii", "replace"),
-            code=code,
-            attempts=len(self._tried),
-            why=": %s" % (last.reason,) if last is not None else ": no backend available",
-        )
-        respondWithError(self._request, code)
-
-    def _failed(self, failure: Failure, backend: Backend) -> None:
-        self._pending = None
-        backend.active -= 1
-        if self._clientGone:
-            # Cancelled because the client went away: not the backend's fault.
-            return
-        problem = failure.value
-        if not isinstance(problem, UpstreamAttemptFailed):
-            problem = classifyFailure(failure)
-        self._lastFailure = problem
-        now = self._reactor.seconds()
-        backend.stats.recordFailure(problem.kind, now - self._attemptStarted, now)
-        change = backend.requestFailed(problem.reason, now)
-        if change is not None:
-            logStateChange(change)
-        retryable = not problem.sent or _isIdempotent(self._request.method)
-        if retryable and len(self._tried) <= self._retries:
-            self._retryReasons.append("%s: %s" % (backend.name, problem.reason))
-            _log.info(
-                "retrying {method} {target} after {backend}: {reason}",
-                method=self._request.method.decode("ascii", "replace"),
-                target=self._request.uri.decode("ascii", "replace"),
-                backend=backend.address,
-                reason=problem.reason,
+    def _headFor(self, backend: Backend) -> list[bytes]:
+        if self._proxy.config.rewrite_host:
+            return requestHead(
+                *self._headArgs, hostOverride=backend.address.encode("ascii")
             )
+        head = self._head
+        if head is None:
+            head = self._head = requestHead(*self._headArgs)
+        return head
+
+    def _connected(self, connection: UpstreamConnection, lease: Lease) -> None:
+        self._pending = None
+        if self._over:
+            connection.abort()
+            lease.release()
+            return
+        self._connection = connection
+        config = self._proxy.config
+        body = self._body
+        connection.request(
+            self._headFor(lease.backend),
+            self._request.method,
+            body is not None and body.length is None,
+            self,
+            config.response_timeout,
+            config.read_timeout,
+        )
+        if body is not None and self._connection is connection:
+            body.attach(connection)
+        elif body is None and self._connection is connection:
+            connection.endBody()
+
+    def _connectFailed(self, failure: Failure, lease: Lease) -> None:
+        self._pending = None
+        if self._over:
+            lease.release()
+            return
+        self._failed(lease, classifyConnectFailure(failure))
+
+    def _failed(self, lease: Lease, problem: UpstreamFailure) -> None:
+        """
+        An attempt failed before anything reached the client: try another
+        backend if the rules allow, else answer with an error.
+        """
+        self._connection = None
+        body = self._body
+        notReplayable = None
+        if problem.sent:
+            notReplayable = self._notIdempotent
+        if notReplayable is None and body is not None and body.started:
+            # Even a request that never reached the backend cannot be sent
+            # again once its body outgrew the buffer.
+            notReplayable = body.notReplayable()
+        if body is not None:
+            body.detach()
+        if self._attempts.failed(lease, problem, notReplayable):
             self.start()
         else:
             self._giveUp()
 
-    def _responded(self, response: IResponse, backend: Backend) -> None:
-        self._pending = None
-        change = backend.requestSucceeded(self._reactor.seconds())
-        if change is not None:
-            logStateChange(change)
+    def _giveUp(self) -> None:
+        attempts = self._attempts
+        status = attempts.giveUpStatus()
+        attempts.logGiveUp(status)
+        self._status = status
+        self._request.respondError(status)
+
+    # IResponseReceiver
+
+    def responseHead(self, head: ResponseHead) -> None:
+        try:
+            lease = self._lease
+            assert lease is not None
+            if head.status == 101:
+                if self._upgrade is None:
+                    connection = self._connection
+                    if connection is not None:
+                        connection.abort()
+                    self._failed(
+                        lease,
+                        UpstreamFailure(
+                            "invalid_response",
+                            "invalid response: 101 to a request that did not upgrade",
+                        ),
+                    )
+                    return
+                self._switch(head, lease)
+                return
+            self._committed = True
+            self._attempts.succeeded(lease)
+            request = self._request
+            self._status = head.status
+            request.respond(
+                head.status, head.reason, responseHeaders(head.headers), head.length
+            )
+            if head.bodyExpected and self._connection is not None:
+                request.registerProducer(self._connection)
+        except Exception:
+            self._crashed(Failure())
+
+    def responseData(self, data: bytes) -> None:
+        self._request.write(data)
+
+    def responseWaiting(self) -> None:
+        self._request.flush()
+
+    def responseEnd(self) -> None:
+        try:
+            lease = self._lease
+            assert lease is not None
+            self._connection = None
+            clock = self._proxy.clock
+            now = clock.seconds()
+            lease.backend.stats.recordResponse(self._status, now - lease.started, now)
+            lease.release()
+            body = self._body
+            if body is not None and not body.ended:
+                body.stop()
+            request = self._request
+            request.unregisterProducer()
+            request.finish()
+        except Exception:
+            self._crashed(Failure())
+
+    def responseFailed(self, failure: object) -> None:
+        try:
+            assert isinstance(failure, UpstreamFailure)
+            lease = self._lease
+            assert lease is not None
+            self._connection = None
+            if not self._committed:
+                self._failed(lease, failure)
+                return
+            now = self._proxy.clock.seconds()
+            lease.backend.stats.recordFailure(
+                failure.statsKind, now - lease.started, now
+            )
+            lease.release()
+            _log.info(
+                "response from {backend} to {what} was cut short ({reason}); "
+                "aborting the client connection",
+                backend=f"{lease.backend.pool}/{lease.backend.name}",
+                what=self._attempts,
+                reason=failure.reason,
+            )
+            self._request.abort()
+        except Exception:
+            self._crashed(Failure())
+
+    # WebSocket
+
+    def _switch(self, head: ResponseHead, lease: Lease) -> None:
+        """
+        The backend switched protocols: send its 101 to the client and join
+        the two connections in a tunnel, which holds the lease until it
+        closes.
+        """
+        connection = self._connection
+        assert connection is not None
         request = self._request
-        if self._clientGone:
-            backend.active -= 1
-            response.deliverBody(_Discard())
+        self._committed = self._tunnelled = True
+        self._attempts.succeeded(lease)
+        now = self._proxy.clock.seconds()
+        lease.backend.stats.recordResponse(101, now - lease.started, now)
+        tunnel = Tunnel(
+            self._proxy.clock,
+            self._proxy.config.idle_timeout,
+            lambda totals: self._tunnelClosed(lease, totals),
+        )
+        switched = request.switchProtocols(tunnel.client)
+        if switched is None:
+            self._tunnelled = False
+            connection.abort()
+            self._crashed(Failure(RuntimeError("request cannot switch protocols")))
             return
-        status = response.code
-        started = self._attemptStarted
+        clientTransport, fromClient = switched
+        backendTransport, fromBackend = connection.detach(tunnel.backend)
+        self._connection = None
+        self._status = 101
+        switching = _switchingHead(head)
+        clientTransport.write(switching)  # type: ignore[attr-defined]
+        tunnel.start(clientTransport, backendTransport, fromClient, fromBackend)
 
-        def finished(reason: Failure | None) -> None:
-            backend.active -= 1
-            now = self._reactor.seconds()
-            if reason is None:
-                backend.stats.recordResponse(status, now - started, now)
-            elif not self._clientGone:
-                backend.stats.recordFailure("truncated", now - started, now)
+    def _tunnelClosed(self, lease: Lease, totals: TunnelTotals) -> None:
+        lease.release()
+        self._record(101, totals.toClient)
 
-        self._relay = relayResponse(request, response, backend.address, finished)
+    # The end
 
-    def _done(self, result: object) -> None:
+    def clientBodyFailed(self, reason: str) -> None:
         """
-        The response to the client is complete (or the client went away):
-        count it and write the access log line.
+        The client's body will not arrive whole; the channel answers the
+        client itself.  Abandon the attempt.
         """
-        if isinstance(result, Failure):
-            self._clientLost(result)
-        self._site.stats.recordResponse(self._request.code)
-        self._site.logRequest(
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.abort()
+
+    def _crashed(self, failure: Failure) -> None:
+        """
+        A bug: log it, cut the upstream connection, answer 502 if nothing
+        was sent yet (else abort), and release the backend.
+        """
+        _log.failure("error while proxying {what}", failure, what=self._attempts)
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.abort()
+        lease = self._lease
+        if lease is not None:
+            lease.release()
+        request = self._request
+        if request.headSent:
+            request.abort()
+        else:
+            self._status = 502
+            request.respondError(502)
+
+    def _done(self) -> None:
+        """
+        The request is over (finished, aborted, or the client went away):
+        release everything still held, exactly once, and record it.
+        """
+        if self._over:
+            return
+        self._over = True
+        if self._tunnelled:
+            # The tunnel holds the lease and the connections now.
+            return
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.abort()
+        body = self._body
+        if body is not None and not body.ended:
+            body.stop()
+        lease = self._lease
+        if lease is not None:
+            lease.release()
+        request = self._request
+        self._record(request.status or self._status, request.sentBytes)
+
+    def _record(self, status: int, sentBytes: int) -> None:
+        record = self._proxy.record
+        if record is None:
+            return
+        attempts = self._attempts
+        tried = attempts.tried
+        record(
             self._request,
-            self._tried[-1] if self._tried else None,
-            len(self._tried),
-            tuple(self._retryReasons),
+            tried[-1].name if tried else None,
+            len(tried),
+            tuple(attempts.retryReasons),
+            status,
+            sentBytes,
         )
 
-    def _clientLost(self, failure: Failure) -> None:
-        self._clientGone = True
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.cancel()
-        relay = self._relay
-        if relay is not None and not relay.done:
-            relay.clientGone = True
-            relay.producer().stopProducing()
 
-
-def relayResponse(
-    request: server.Request,
-    response: IResponse,
-    backend: str,
-    finished: Callable[[Failure | None], None],
-) -> _ResponseRelay:
+def _switchingHead(head: ResponseHead) -> bytes:
     """
-    Send a backend's response to the client: its status, its header fields
-    less the hop-by-hop ones, and its body, streamed with backpressure.
-
-    @param request: The client's request, whose response has not started.
-    @param response: The backend's response.
-    @param backend: The backend's address, for logs.
-    @param finished: Called once the body is relayed (with L{None}) or cut
-        short (with the reason).
-    @return: The relay (a protocol receiving the body).
+    The 101 response head for the client: the backend's fields less the
+    hop-by-hop ones, then C{Connection: Upgrade}, its C{Upgrade} and C{Via}.
     """
-    request.setResponseCode(response.code, response.phrase)
-    headers = Headers()
-    for name, values in response.headers.getAllRawHeaders():
-        if name.lower() not in RESPONSE_HOP_BY_HOP:
-            headers.setRawHeaders(name, list(values))
-    headers.addRawHeader(b"via", _VIA)
-    if (
-        response.length is not UNKNOWN_LENGTH
-        and request.method != b"HEAD"
-        and response.code not in (204, 304)
-    ):
-        headers.setRawHeaders(b"content-length", [b"%d" % (response.length,)])
-    if not request.channel.persistent:
-        headers.setRawHeaders(b"connection", [b"close"])
-    request.responseHeaders = headers
-    relay = _ResponseRelay(request, backend, finished)
-    response.deliverBody(relay)
-    if not relay.done and not request._disconnected:
-        producer = relay.producer()
-        request.registerProducer(producer, True)
-        if request.channel._waitingForTransport:
-            producer.pauseProducing()
-    return relay
+    lines = [b"HTTP/1.1 101 Switching Protocols\r\n"]
+    upgrade = None
+    for name, value in head.headers:
+        lowered = name.lower()
+        if lowered == b"upgrade":
+            upgrade = value
+        elif lowered not in RESPONSE_HOP_BY_HOP:
+            lines.append(b"%s: %s\r\n" % (name, value))
+    lines.append(b"Connection: Upgrade\r\n")
+    if upgrade is not None:
+        lines.append(b"Upgrade: %s\r\n" % (upgrade,))
+    lines.append(b"Via: %s\r\n\r\n" % (VIA,))
+    return b"".join(lines)
 
 
-class _Discard(Protocol):
+class BackendConnections:
     """
-    Reads and drops a response body nobody wants any more.
+    The keep-alive connection pools of one pool's backends, one each, made
+    on first use; call an instance with a backend to get its pool (the
+    C{connectionsFor} argument of L{PoolResource}).
     """
 
-    def connectionMade(self) -> None:
-        cast(IPushProducer, self.transport).stopProducing()
+    def __init__(self, reactor: Any, config: PoolConfig) -> None:
+        """
+        @param reactor: The reactor (L{IReactorTCP} and L{IReactorTime}).
+        @param config: The pool's settings (timeouts, idle connections, TLS).
+        """
+        self._reactor = reactor
+        self.config = config
+        self._tls: Any = None
+        if config.usesTLS:
+            # Imported here: only pools with https backends need OpenSSL.
+            from lbtwist.tls import BackendTLS
+
+            self._tls = BackendTLS.forPool(config)
+        self._pools: dict[tuple[str, str], ConnectionPool] = {}
+
+    def __call__(self, backend: Backend) -> ConnectionPool:
+        """
+        @param backend: A backend of the pool.
+        @return: Its connection pool.
+        """
+        key = (backend.name, backend.config.url)
+        connections = self._pools.get(key)
+        if connections is None:
+            config = self.config
+            connections = self._pools[key] = ConnectionPool(
+                self._reactor,
+                backendEndpoint(
+                    self._reactor, backend.config, config.connect_timeout, self._tls
+                ),
+                config.max_idle_connections,
+                config.idle_connection_timeout,
+                config.connect_timeout,
+            )
+        return connections
+
+    def sameSettings(self, other: BackendConnections) -> bool:
+        """
+        @return: Whether C{other} makes connections the same way, so that
+            its pools can be adopted.
+        """
+        mine, theirs = self.config, other.config
+        return (
+            mine.connect_timeout,
+            mine.max_idle_connections,
+            mine.idle_connection_timeout,
+            mine.ca_file,
+            mine.tls_verify,
+        ) == (
+            theirs.connect_timeout,
+            theirs.max_idle_connections,
+            theirs.idle_connection_timeout,
+            theirs.ca_file,
+            theirs.tls_verify,
+        )
+
+    def adopt(self, previous: BackendConnections, keep: Collection[Backend]) -> None:
+        """
+        Take over the connection pools of C{previous} (the same pool before
+        a reload) for the backends in C{keep}, if connections are made the
+        same way; close the others of C{previous}.
+
+        @param previous: The connections before the reload.
+        @param keep: The backends of the new pool.
+        """
+        wanted = {(b.name, b.config.url) for b in keep}
+        compatible = self.sameSettings(previous)
+        for key, connections in previous._pools.items():
+            if compatible and key in wanted:
+                self._pools[key] = connections
+            else:
+                connections.close()
+        previous._pools = {}
+
+    def close(self) -> Deferred[None]:
+        """
+        Close every idle connection now, the others after their response.
+
+        @return: A L{Deferred} firing when the idle ones are closed.
+        """
+        for connections in self._pools.values():
+            connections.close()
+        return gatherResults(
+            [c.closeIdle() for c in self._pools.values()]
+        ).addCallback(lambda _: None)
 
 
-class PoolResource(Resource):
+class _ProxyResource(Resource):
     """
-    The root resource of a frontend: chooses a backend of its
-    L{BackendPool} for each request and delegates to that backend's
-    L{ReverseProxyResource}, retrying on others as the rules allow.
-
-    @ivar pool: The pool.
-    @ivar proxies: The L{ReverseProxyResource} of each backend, by name.
+    What L{PoolResource} and L{ReverseProxyResource} share: the settings a
+    L{_Forward} reads, and rendering.
     """
 
     isLeaf = True
+    record: RequestRecorder | None
+    config: PoolConfig
+    retries: int
 
     def __init__(
         self,
-        reactor: Any,
-        pool: BackendPool,
-        agent: IAgent,
-        upgrade: Callable[[ProxyRequest, BackendPool], bool] | None = None,
+        clock: IReactorTime,
+        config: PoolConfig,
+        connectionsFor: Callable[[Backend], ConnectionPool],
+        policy: ForwardingPolicy,
+        record: RequestRecorder | None,
     ) -> None:
-        """
-        @param reactor: The reactor (clock for timeouts and health state).
-        @param pool: The pool.
-        @param agent: The agent shared by the pool's backends.
-        @param upgrade: Called first with each request; takes over (and
-            returns C{True} for) the upgrade requests it tunnels.
-        """
         super().__init__()
-        self._reactor = reactor
-        self._upgrade = upgrade
-        self.pool = pool
-        self.proxies = {
-            backend.name: ReverseProxyResource(reactor, backend, pool.config, agent)
-            for backend in pool.backends
-        }
+        self.clock = clock
+        self.config = config
+        self.connectionsFor = connectionsFor
+        self.policy = policy
+        self.record = record
 
-    def render(self, request: ProxyRequest) -> Any:
+    def choose(self, now: float, tried: Collection[Backend]) -> Backend | None:
         """
-        Forward C{request} to a backend of the pool.
+        @return: The backend for the next attempt, or L{None}.
         """
-        if self._upgrade is not None and self._upgrade(request, self.pool):
-            return server.NOT_DONE_YET
-        _Attempts(
-            self._reactor, request, self._choose, self.pool.config.retries
-        ).start()
+        raise NotImplementedError()
+
+    def render(self, request: Any) -> Any:
+        """
+        Forward C{request}: lbtwist's own L{ServerRequest}, or a stock
+        twisted.web request.
+        """
+        if not isinstance(request, ServerRequest):
+            request = StockRequest(request, self.clock.seconds())
+        self.forward(request)
         return server.NOT_DONE_YET
 
-    def _choose(self, tried: list[Backend]) -> ReverseProxyResource | None:
-        backend = self.pool.choose(self._reactor.seconds(), exclude=tried)
-        return None if backend is None else self.proxies[backend.name]
+    def forward(self, request: IClientRequest) -> None:
+        """
+        Forward C{request}, answering C{OPTIONS *} directly.
+
+        @param request: The client's request.
+        """
+        if request.target == b"*":
+            _answerOptions(request)
+            if self.record is not None:
+                self.record(request, None, 0, (), 200, request.sentBytes)
+            return
+        _Forward(self, request).start()
 
 
-def accessRecord(
-    request: ProxyRequest,
-    now: float,
-    frontend: str,
-    pool: str,
-    backend: str | None,
-    attempts: int,
-    retryReasons: tuple[str, ...],
-) -> AccessRecord:
+def _answerOptions(request: IClientRequest) -> None:
     """
-    The access log record of a finished request.
-
-    @param request: The request.
-    @param now: When it finished.
-    @param frontend: The frontend's name.
-    @param pool: The pool's name.
-    @param backend: The backend that answered last, if any.
-    @param attempts: How many backends were tried.
-    @param retryReasons: Why each retry was made.
+    Answer C{OPTIONS *} (a question about lbtwist itself): 200 with the
+    methods it forwards; no backend is involved.
     """
-    headers = request.requestHeaders
-    referer = headers.getRawHeaders(b"referer")
-    agent = headers.getRawHeaders(b"user-agent")
-    peer = request.getClientAddress()
-    return AccessRecord(
-        timestamp=now,
-        client=str(getattr(peer, "host", "-")),
-        method=request.method.decode("latin-1"),
-        target=request.uri.decode("latin-1"),
-        version=(request.clientproto or b"HTTP/1.1").decode("latin-1"),
-        status=request.code,
-        bytes=request.sentLength,
-        duration=now - request.started,
-        frontend=frontend,
-        pool=pool,
-        backend=backend,
-        attempts=attempts,
-        retryReasons=retryReasons,
-        referer=referer[0].decode("latin-1") if referer else None,
-        userAgent=agent[0].decode("latin-1") if agent else None,
-    )
+    request.respond(200, b"OK", [(b"Allow", _OPTIONS_ALLOW)], 0)
+    request.finish()
 
 
-def makeAgent(reactor: Any, pool: PoolConfig) -> tuple[Agent, UpstreamConnectionPool]:
+class ReverseProxyResource(_ProxyResource):
     """
-    An L{Agent} for a pool's backends with its own keep-alive connection
-    pool.
+    Forwards every request to one backend, without retries.
 
-    @param reactor: The reactor.
-    @param pool: The pool's settings.
-    @return: The agent and its connection pool (close its cached
-        connections on shutdown).
+    @ivar backend: The backend's runtime state.
     """
-    connections = UpstreamConnectionPool(
-        reactor, pool.max_idle_connections, pool.idle_connection_timeout
-    )
-    agent = Agent.usingEndpointFactory(
-        reactor,
-        BackendEndpoints(reactor, pool.connect_timeout, BackendTLS.forPool(pool)),
-        pool=connections,
-    )
-    return agent, connections
-
-
-class ProxyRequest(server.Request):
-    """
-    A request on a frontend: no form parsing, no default content type, and
-    straight to the site's root resource (no traversal).
-
-    @ivar started: When the request line arrived.
-    """
-
-    defaultContentType = None
-    channel: ProxyChannel
-
-    def __init__(self, channel: ProxyChannel, queued: object = None) -> None:
-        """
-        @param channel: The client connection.
-        @param queued: Unused (Twisted's legacy argument).
-        """
-        super().__init__(channel)
-        self.started: float = channel.site.reactor.seconds()
-
-    def handleContentChunk(self, data: bytes) -> None:
-        """
-        Spool body bytes while they are within the body limit.
-        """
-        if self.channel.bodyChunkReceived(len(data)):
-            super().handleContentChunk(data)
-
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        """
-        Record the request line and process it (Twisted's version would also
-        parse form bodies, which a proxy must not touch).
-        """
-        assert self.content is not None
-        self.content.seek(0, 0)
-        self.args = {}
-        self.method, self.uri = command, path
-        self.clientproto = version
-        self.path = path.split(b"?", 1)[0]
-        self.process()
-
-    def process(self) -> None:
-        """
-        Hand the request to the site's root resource.
-        """
-        self.site = self.channel.site
-        self.prepath = []
-        self.postpath = []
-        try:
-            self.render(self.site.resource)
-        except BaseException:
-            self.processingFailed(Failure())
-
-    def processingFailed(self, reason: Failure) -> None:
-        """
-        Log an unexpected error and answer 502 without details.
-        """
-        _log.failure("error while proxying {uri}", reason, uri=self.uri)
-        if not self.startedWriting and not self.finished and not self._disconnected:
-            respondWithError(self, 502)
-
-
-class ProxySite(server.Site):
-    """
-    The twisted.web site of one HTTP frontend.
-
-    @ivar frontend: The frontend's settings.
-    @ivar trustedNetworks: Networks whose forwarding fields are trusted.
-    @ivar stats: The frontend's counters.
-    @ivar accessLog: Where to log each request, if anywhere.
-    @ivar poolName: The name of the pool the frontend forwards to.
-    """
-
-    requestFactory = ProxyRequest  # type: ignore[assignment]
-    noisy = False
 
     def __init__(
         self,
-        resource: Resource,
-        frontend: FrontendConfig,
-        maxBodySize: int,
-        reactor: Any,
-        stats: FrontendStats | None = None,
-        accessLog: AccessLog | None = None,
+        clock: IReactorTime,
+        backend: Backend,
+        config: PoolConfig,
+        connections: ConnectionPool,
+        policy: ForwardingPolicy = ForwardingPolicy(),
+        record: RequestRecorder | None = None,
     ) -> None:
         """
-        @param resource: The root resource (a L{PoolResource}).
-        @param frontend: The frontend's settings.
-        @param maxBodySize: The request body limit of the frontend's pool.
-        @param reactor: The reactor.
-        @param stats: The frontend's counters (new ones if not given).
-        @param accessLog: Where to log each request, if anywhere.
+        @param clock: The reactor's clock (timeouts, statistics).
+        @param backend: The backend.
+        @param config: The settings of the backend's pool.
+        @param connections: The backend's keep-alive connection pool.
+        @param policy: How forwarding fields are added.
+        @param record: Told about every finished request, if given.
         """
-        super().__init__(resource, timeout=frontend.idle_timeout, reactor=reactor)
-        self.stats = FrontendStats() if stats is None else stats
-        self.accessLog = accessLog
-        self.channels: set[ProxyChannel] = set()
-        self.draining = False
-        self.reconfigure(resource, frontend, maxBodySize)
+        super().__init__(clock, config, lambda _: connections, policy, record)
+        self.backend = backend
+        self.retries = 0
 
-    def reconfigure(
-        self, resource: Resource, frontend: FrontendConfig, maxBodySize: int
-    ) -> None:
+    def choose(self, now: float, tried: Collection[Backend]) -> Backend | None:
         """
-        Apply new settings (after a reload): new connections and new
-        requests follow them; requests in flight finish as they started.
+        @return: The backend, unless it was tried already.
+        """
+        return None if tried else self.backend
 
-        @param resource: The root resource (a L{PoolResource}).
-        @param frontend: The frontend's settings.
-        @param maxBodySize: The request body limit of the frontend's pool.
-        """
-        self.resource = resource
-        self.frontend = frontend
-        self.poolName = frontend.pool
-        self.timeOut = frontend.idle_timeout
-        self.maxBodySize = maxBodySize
-        self.trustedNetworks = tuple(
-            ipaddress.ip_network(n, strict=False) for n in frontend.trusted_proxies
-        )
 
-    def buildProtocol(self, addr: Any) -> ProxyChannel:  # type: ignore[override]
-        """
-        Build a L{ProxyChannel} with this frontend's limits.
-        """
-        channel = ProxyChannel(
-            headerTimeout=self.frontend.header_timeout,
-            maxHeaderSize=self.frontend.max_header_size,
-            maxTargetLength=self.frontend.max_target_length,
-            maxBodySize=self.maxBodySize,
-        )
-        channel.factory = self
-        channel.site = self
-        if self.draining:
-            channel.persistent = False
-        self.channels.add(channel)
-        channel.requestFactory = self.requestFactory  # type: ignore[assignment]
-        # As HTTPFactory.buildProtocol does: timeouts on this site's reactor.
-        channel.callLater = self.reactor.callLater  # type: ignore[method-assign,assignment]
-        channel.timeOut = self.timeOut  # type: ignore[assignment]
-        return channel
+class PoolResource(_ProxyResource):
+    """
+    The root resource of an HTTP frontend: forwards each request to a
+    backend its L{BackendPool} chooses, retrying on others as the rules
+    allow.
 
-    def drain(self) -> None:
-        """
-        Close idle keep-alive connections now; the others close after their
-        current response, which says C{Connection: close}.
-        """
-        self.draining = True
-        for channel in list(self.channels):
-            channel.persistent = False
-            if not channel.requests and channel.transport is not None:
-                channel.transport.loseConnection()
+    @ivar pool: The pool.
+    """
 
-    def openConnections(self) -> int:
-        """
-        @return: How many client connections are open.
-        """
-        return len(self.channels)
-
-    def abortConnections(self) -> None:
-        """
-        Abort every client connection still open.
-        """
-        for channel in list(self.channels):
-            if channel.transport is not None:
-                cast(ITCPTransport, channel.transport).abortConnection()
-
-    def logRequest(
+    def __init__(
         self,
-        request: ProxyRequest,
-        backend: Backend | None,
-        attempts: int,
-        retryReasons: tuple[str, ...],
+        clock: IReactorTime,
+        pool: BackendPool,
+        connectionsFor: Callable[[Backend], ConnectionPool],
+        policy: ForwardingPolicy = ForwardingPolicy(),
+        record: RequestRecorder | None = None,
     ) -> None:
         """
-        Write a finished request's access log line, if there is an access
-        log.
-
-        @param request: The request.
-        @param backend: The backend that answered last, if any.
-        @param attempts: How many backends were tried.
-        @param retryReasons: Why each retry was made.
+        @param clock: The reactor's clock (timeouts, health state).
+        @param pool: The pool.
+        @param connectionsFor: The keep-alive connection pool of a backend.
+        @param policy: How forwarding fields are added.
+        @param record: Told about every finished request, if given.
         """
-        if self.accessLog is None:
-            return
-        self.accessLog.log(
-            accessRecord(
-                request,
-                self.reactor.seconds(),
-                self.frontend.name,
-                self.poolName,
-                None if backend is None else backend.name,
-                attempts,
-                retryReasons,
-            )
+        super().__init__(clock, pool.config, connectionsFor, policy, record)
+        self.pool = pool
+        self.retries = pool.config.retries
+
+    def choose(self, now: float, tried: Collection[Backend]) -> Backend | None:
+        """
+        @return: What the pool chooses, never a backend already tried.
+        """
+        return self.pool.choose(now, exclude=tried)
+
+    def getProxy(self, name: str) -> ReverseProxyResource:
+        """
+        @param name: A backend's name.
+        @return: A L{ReverseProxyResource} forwarding to that backend alone.
+        @raise KeyError: If the pool has no such backend.
+        """
+        backend = self.pool.backend(name)
+        return ReverseProxyResource(
+            self.clock,
+            backend,
+            self.config,
+            self.connectionsFor(backend),
+            self.policy,
+            self.record,
         )
 
-    def refused(self, channel: ProxyChannel, code: int, size: int) -> None:
-        """
-        Count and log a request the channel refused before processing it.
 
-        @param channel: The client connection.
-        @param code: The status sent.
-        @param size: The bytes sent.
+# A stock twisted.web request, adapted.
+
+
+@implementer(IRequestBody)
+class _SpooledBody:
+    """
+    The body of a stock twisted.web request, which twisted.web received
+    whole (in memory or spooled to a file) before rendering.
+    """
+
+    readSize = 65536
+
+    def __init__(self, content: Any, length: int) -> None:
+        self._content = content
+        self.length: int | None = length
+        self._receiver: IBodyReceiver | None = None
+        self._paused = False
+        self._stopped = False
+
+    def deliver(self, receiver: IBodyReceiver) -> None:
+        self._content.seek(0)
+        self._receiver = receiver
+        self._pump()
+
+    def _pump(self) -> None:
+        receiver = self._receiver
+        while receiver is not None and not self._paused and not self._stopped:
+            chunk = self._content.read(self.readSize)
+            if not chunk:
+                self._receiver = None
+                receiver.bodyEnd()
+                return
+            receiver.bodyData(chunk)
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._pump()
+
+    def stopProducing(self) -> None:
+        self._stopped = True
+
+
+@implementer(IClientRequest)
+class StockRequest:
+    """
+    A stock C{twisted.web.server.Request} seen as an L{IClientRequest}, so
+    that L{PoolResource} and L{ReverseProxyResource} can serve in an
+    ordinary twisted.web C{Site}.  It cannot switch protocols: a WebSocket
+    handshake is forwarded as an ordinary request.
+    """
+
+    def __init__(self, request: server.Request, now: float) -> None:
         """
-        self.stats.recordResponse(code)
-        if self.accessLog is None:
+        @param request: The twisted.web request (its body already received).
+        @param now: The current time.
+        """
+        self._request = request
+        self.method: bytes = request.method
+        self.target: bytes = request.uri
+        self.version: bytes = request.clientproto or b"HTTP/1.1"
+        self.headers = [
+            (name, value)
+            for name, values in request.requestHeaders.getAllRawHeaders()
+            for value in values
+        ]
+        self.connectionTokens = connectionTokens(self.headers)
+        hosts = request.requestHeaders.getRawHeaders(b"host")
+        self.host: bytes | None = hosts[0] if hosts else None
+        self.clientAddress = request.getClientAddress()
+        self.serverAddress = request.getHost()
+        self.secure = request.isSecure()
+        self.started = now
+        self.body: IRequestBody | None = None
+        content = request.content
+        requestHeaders = request.requestHeaders
+        if content is not None and (
+            requestHeaders.hasHeader(b"content-length")
+            or requestHeaders.hasHeader(b"transfer-encoding")
+        ):
+            content.seek(0, 2)
+            self.body = _SpooledBody(content, content.tell())
+        self.status: int | None = None
+        self.headSent = False
+        self.done = False
+        self._callbacks: list[Callable[[], object]] = []
+        # A proxy invents no Content-Type.
+        request.defaultContentType = None
+        request.notifyFinish().addBoth(self._over)
+
+    @property
+    def sentBytes(self) -> int:
+        """
+        Body bytes twisted.web has sent.
+        """
+        return int(self._request.sentLength)
+
+    def _over(self, result: object) -> None:
+        self.done = True
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def respond(
+        self,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        length: int | None,
+    ) -> None:
+        if self.done or self.headSent:
             return
-        peer = channel.transport.getPeer() if channel.transport else None
-        now = self.reactor.seconds()
-        self.accessLog.log(
-            AccessRecord(
-                timestamp=now,
-                client=str(getattr(peer, "host", "-")),
-                method="-",
-                target="-",
-                version="-",
-                status=code,
-                bytes=size,
-                duration=0.0,
-                frontend=self.frontend.name,
-                pool=self.poolName,
-                backend=None,
-                attempts=0,
-                retryReasons=(),
-                referer=None,
-                userAgent=None,
-            )
-        )
+        request = self._request
+        self.status = status
+        self.headSent = True
+        request.setResponseCode(status, reason)
+        # The backend's fields, not twisted.web's own Date and Server.
+        responseHeaders = request.responseHeaders = Headers()
+        for name, value in headers:
+            responseHeaders.addRawHeader(name, value)
+        if length is not None and status not in (204, 304) and status >= 200:
+            responseHeaders.setRawHeaders(b"content-length", [b"%d" % (length,)])
 
-    def log(self, request: Any) -> None:
+    def write(self, data: bytes) -> None:
+        if not self.done:
+            self._request.write(data)
+
+    def finish(self) -> None:
+        if not self.done:
+            self._request.finish()
+
+    def flush(self) -> None:
         """
-        Twisted's own access log is not used; see L{AccessLog}.
+        twisted.web sends the head with the first body bytes by itself.
         """
+
+    def abort(self) -> None:
+        if self.done:
+            return
+        transport = self._request.channel.transport
+        if transport is not None:
+            cast(ITCPTransport, transport).abortConnection()
+
+    def respondError(self, code: int) -> None:
+        if self.done or self.headSent:
+            return
+        phrase, body = errorBody(code)
+        self.respond(code, phrase, [(b"Content-Type", b"text/plain; charset=utf-8")], len(body))
+        self._request.write(body)
+        self._request.finish()
+
+    def registerProducer(self, producer: object) -> None:
+        if not self.done:
+            self._request.registerProducer(producer, True)
+
+    def unregisterProducer(self) -> None:
+        if not self.done:
+            self._request.unregisterProducer()
+
+    def notifyDone(self, callback: Any) -> None:
+        if self.done:
+            callback()
+        else:
+            self._callbacks.append(callback)
+
+    def switchProtocols(self, protocol: object) -> None:
+        """
+        A stock request cannot switch protocols.
+        """
+        return None

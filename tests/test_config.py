@@ -284,7 +284,7 @@ class DefaultsTests(SynchronousTestCase):
             (pool, "response_timeout", 30.0),
             (pool, "max_body_size", 10485760),
             (pool, "rewrite_host", False),
-            (pool, "max_idle_connections", 16),
+            (pool, "max_idle_connections", 512),
             (pool, "idle_connection_timeout", 60.0),
             (pool, "passive_cooldown", 10.0),
             (pool, "health", HealthCheckConfig()),

@@ -288,14 +288,16 @@ class RequestRejectionTests(SynchronousTestCase):
 
     def test_rejectsBadChunkExtension(self) -> None:
         """
-        A chunk extension with no name (C{3;=x}) is refused with 400.
+        A malformed chunk extension (a space inside it) is refused with 400.
+        (llhttp accepts an empty name or value, C{3;=x}; extensions are never
+        forwarded, the body is re-framed.)
         """
         self.assertRejected(
             request(
                 "POST",
                 "/a",
                 [("Transfer-Encoding", "chunked")],
-                b"3;=x\r\nabc\r\n0\r\n\r\n",
+                b"3;a b\r\nabc\r\n0\r\n\r\n",
             )
         )
 
@@ -667,7 +669,11 @@ class ClientTimeoutTests(SynchronousTestCase):
             cls,
             simpleConfig(
                 [cls.backend],
-                frontend={"header_timeout": 1.0, "idle_timeout": 1.0},
+                frontend={
+                    "header_timeout": 1.0,
+                    "idle_timeout": 1.0,
+                    "body_timeout": 1.0,
+                },
                 pool={"retries": 0},
             ),
         )
@@ -715,7 +721,8 @@ class ClientTimeoutTests(SynchronousTestCase):
     def test_cutsOffStalledBody(self) -> None:
         """
         A client that stops sending in the middle of a body is cut off
-        (408 or close) by the idle timeout and nothing is proxied.
+        (408 or close) by the body timeout, and the backend never sees a
+        complete request.
         """
         start = time.monotonic()
         data, ending = exchange(

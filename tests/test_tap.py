@@ -214,6 +214,12 @@ class PluginTests(SynchronousTestCase):
         )
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         self.assertIn("--backend", result.stdout)
+        # Every module of the package is installed, the data path included.
+        result = subprocess.run(
+            [sys.executable, "-c", "import lbtwist.service, lbtwist._http.server"],
+            env=env, cwd="/", capture_output=True, text=True, timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
 
     def test_twistdRefusesBadFile(self) -> None:
         """

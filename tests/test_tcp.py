@@ -34,7 +34,9 @@ from lbtwist.config import BackendConfig, FrontendConfig, HealthCheckConfig, Poo
 from lbtwist.pool import BackendPool
 from lbtwist.proxyheader import proxyHeaderV1, proxyHeaderV2
 from lbtwist.stats import FrontendStats
-from lbtwist.tcp import TCPProxyFactory, backendEndpoint, classifyConnectFailure
+from lbtwist.endpoints import backendEndpoint
+from lbtwist.failures import classifyConnectFailure
+from lbtwist.tcp import TCPProxyFactory
 from tests.test_tunnel import FakeTCPTransport
 
 CLIENT = IPv4Address("TCP", "192.0.2.7", 51000)
@@ -182,12 +184,13 @@ class ConnectTests(SynchronousTestCase):
 
     def test_activeCount(self) -> None:
         """
-        The backend counts the connection as active while it is open, once.
+        The backend counts the connection as active from the connection
+        attempt until it is closed, once.
         """
         f = TCPFixture()
         backendState = f.pool.backends[0]
         client = f.connectClient()
-        self.assertEqual(backendState.active, 0)
+        self.assertEqual((backendState.active, backendState.requests), (1, 1))
         backend = f.completeBackend()
         self.assertEqual((backendState.active, backendState.requests), (1, 1))
         client.lose()
@@ -532,7 +535,7 @@ class AccountingTests(SynchronousTestCase):
 
 class ClassifyConnectFailureTests(SynchronousTestCase):
     """
-    Tests for L{classifyConnectFailure}.
+    Tests for L{lbtwist.failures.classifyConnectFailure}.
     """
 
     def test_kinds(self) -> None:
@@ -550,16 +553,16 @@ class ClassifyConnectFailureTests(SynchronousTestCase):
             (ierror.DNSLookupError("x"), "connect_error"),
         ]
         for exception, kind in cases:
-            self.assertEqual(classifyConnectFailure(Failure(exception))[0], kind)
+            self.assertEqual(classifyConnectFailure(Failure(exception)).kind, kind)
         self.assertEqual(
-            classifyConnectFailure(Failure(ierror.ConnectionRefusedError()))[1],
+            classifyConnectFailure(Failure(ierror.ConnectionRefusedError())).reason,
             "connection refused",
         )
 
 
 class BackendEndpointTests(SynchronousTestCase):
     """
-    Tests for L{backendEndpoint}.
+    Tests for L{lbtwist.endpoints.backendEndpoint}.
     """
 
     def test_endpoints(self) -> None:

@@ -1,0 +1,241 @@
+# -*- test-case-name: tests.test_frontend -*-
+"""
+An HTTP frontend: the protocol factory behind a listening port, which
+builds lbtwist's own HTTP/1.1 channels (L{lbtwist._http.server}) and hands
+their requests to the frontend's root resource (a L{lbtwist.web.PoolResource}).
+
+It owns what belongs to the frontend rather than to one request: its
+limits, its counters, its access log lines, its open connections (for
+draining and shutdown), and applying new settings after a reload.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from lbtwist._http.headers import ForwardingPolicy
+from lbtwist._http.interfaces import IClientRequest
+from lbtwist._http.server import HTTPServerChannel, IServerFrontend, ServerSettings
+from lbtwist.accesslog import AccessLog, AccessRecord
+from lbtwist.config import FrontendConfig
+from lbtwist.stats import FrontendStats
+
+__all__ = ["HTTPFrontend", "serverSettings"]
+
+_log = Logger()
+
+
+def serverSettings(frontend: FrontendConfig, maxBodySize: int) -> ServerSettings:
+    """
+    The channel settings of a frontend.
+
+    @param frontend: The frontend's configuration.
+    @param maxBodySize: The request body limit of its pool.
+    """
+    return ServerSettings(
+        headerTimeout=frontend.header_timeout,
+        idleTimeout=frontend.idle_timeout,
+        bodyTimeout=frontend.body_timeout,
+        minBodyRate=frontend.min_body_rate,
+        maxHeaderSize=frontend.max_header_size,
+        maxTargetLength=frontend.max_target_length,
+        maxBodySize=maxBodySize,
+        secure=frontend.tls is not None,
+        # Behind TLS the PROXY header comes before the handshake: the
+        # listener's ProxyHeaderWrappingFactory reads it (see service.py).
+        acceptProxy=frontend.accept_proxy and frontend.tls is None,
+    )
+
+
+def _host(address: IAddress | None) -> str:
+    return str(getattr(address, "host", "-"))
+
+
+@implementer(IServerFrontend)
+class HTTPFrontend(Factory):
+    """
+    The protocol factory of one HTTP frontend.
+
+    @ivar frontend: The frontend's configuration.
+    @ivar settings: The channels' limits.
+    @ivar policy: How forwarding fields are added.
+    @ivar clock: The reactor's clock.
+    @ivar stats: The frontend's counters.
+    @ivar accessLog: Where one line per request goes, if anywhere.
+    @ivar resource: The root resource requests go to.
+    @ivar draining: Whether the frontend is shutting down.
+    @ivar channels: The open client connections.
+    """
+
+    noisy = False
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        frontend: FrontendConfig,
+        maxBodySize: int,
+        stats: FrontendStats | None = None,
+        accessLog: AccessLog | None = None,
+    ) -> None:
+        """
+        @param clock: The reactor's clock.
+        @param frontend: The frontend's configuration.
+        @param maxBodySize: The request body limit of its pool.
+        @param stats: Its counters (new ones if not given).
+        @param accessLog: Where one line per request goes, if anywhere.
+        """
+        self.clock = clock
+        self.stats = FrontendStats() if stats is None else stats
+        self.accessLog = accessLog
+        self.draining = False
+        self.channels: set[HTTPServerChannel] = set()
+        self.resource: Any = None
+        self.reconfigure(frontend, maxBodySize)
+
+    def reconfigure(self, frontend: FrontendConfig, maxBodySize: int) -> None:
+        """
+        Apply new settings (after a reload): new connections and requests
+        follow them; requests in flight finish as they started.
+
+        @param frontend: The frontend's configuration.
+        @param maxBodySize: The request body limit of its pool.
+        """
+        self.frontend = frontend
+        self.poolName = frontend.pool
+        self.settings = serverSettings(frontend, maxBodySize)
+        self.policy = ForwardingPolicy.fromConfig(
+            frontend.trusted_proxies, frontend.add_forwarded
+        )
+
+    def buildProtocol(self, addr: Any) -> HTTPServerChannel:
+        """
+        @return: A new channel for a client connection.
+        """
+        channel = HTTPServerChannel(self)
+        channel.factory = self
+        return channel
+
+    # IServerFrontend
+
+    def dispatch(self, request: IClientRequest) -> None:
+        """
+        Hand a request to the root resource.
+        """
+        self.resource.forward(request)
+
+    def channelOpened(self, channel: HTTPServerChannel) -> None:
+        """
+        Count a new client connection.
+        """
+        self.channels.add(channel)
+        self.stats.connectionOpened()
+        if self.draining:
+            channel.drain()
+
+    def channelClosed(self, channel: HTTPServerChannel) -> None:
+        """
+        Count a closed client connection.
+        """
+        self.channels.discard(channel)
+        self.stats.connectionClosed()
+
+    def refused(self, code: int, sentBytes: int, clientAddress: IAddress | None) -> None:
+        """
+        Count and log a request the channel refused before dispatching it.
+        """
+        self.stats.recordResponse(code)
+        if self.accessLog is None:
+            return
+        self.accessLog.log(
+            AccessRecord(
+                timestamp=self.clock.seconds(),
+                client=_host(clientAddress),
+                method="-",
+                target="-",
+                version="-",
+                status=code,
+                bytes=sentBytes,
+                duration=0.0,
+                frontend=self.frontend.name,
+                pool=self.poolName,
+                backend=None,
+                attempts=0,
+                retryReasons=(),
+                referer=None,
+                userAgent=None,
+            )
+        )
+
+    # The access log (a RequestRecorder for the root resource)
+
+    def record(
+        self,
+        request: IClientRequest,
+        backend: str | None,
+        attempts: int,
+        retryReasons: tuple[str, ...],
+        status: int,
+        sentBytes: int,
+    ) -> None:
+        """
+        Count a finished request and write its access log line.
+        """
+        self.stats.recordResponse(status)
+        if self.accessLog is None:
+            return
+        referer = userAgent = None
+        for name, value in request.headers:
+            lowered = name.lower()
+            if lowered == b"referer" and referer is None:
+                referer = value.decode("latin-1")
+            elif lowered == b"user-agent" and userAgent is None:
+                userAgent = value.decode("latin-1")
+        now = self.clock.seconds()
+        self.accessLog.log(
+            AccessRecord(
+                timestamp=now,
+                client=_host(request.clientAddress),
+                method=request.method.decode("latin-1"),
+                target=request.target.decode("latin-1"),
+                version=request.version.decode("latin-1"),
+                status=status,
+                bytes=sentBytes,
+                duration=now - request.started,
+                frontend=self.frontend.name,
+                pool=self.poolName,
+                backend=backend,
+                attempts=attempts,
+                retryReasons=retryReasons,
+                referer=referer,
+                userAgent=userAgent,
+            )
+        )
+
+    # Draining (graceful shutdown)
+
+    def drain(self) -> None:
+        """
+        Close idle keep-alive connections now; the others close after their
+        current response, which says C{Connection: close}.
+        """
+        self.draining = True
+        for channel in list(self.channels):
+            channel.drain()
+
+    def openConnections(self) -> int:
+        """
+        @return: How many client connections are open.
+        """
+        return len(self.channels)
+
+    def abortConnections(self) -> None:
+        """
+        Abort every client connection still open.
+        """
+        for channel in list(self.channels):
+            channel.abortConnection()

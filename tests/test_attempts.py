@@ -1,0 +1,129 @@
+"""
+Tests for L{lbtwist.attempts}: leases and the retry rules.
+"""
+
+from __future__ import annotations
+
+from typing import Collection
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from lbtwist.attempts import Attempts, Lease
+from lbtwist.backend import Backend
+from lbtwist.failures import UpstreamFailure
+from lbtwist.pool import BackendPool
+
+from .doubles import makeConfig
+
+
+def build(retries: int = 2) -> tuple[Clock, BackendPool, Attempts]:
+    clock = Clock()
+    pool = BackendPool(makeConfig().pools[0])
+
+    def choose(now: float, tried: Collection[Backend]) -> Backend | None:
+        return pool.choose(now, exclude=tried)
+
+    return clock, pool, Attempts(clock, choose, retries, "GET /")
+
+
+REFUSED = UpstreamFailure("connect_refused", "connection refused")
+LOST = UpstreamFailure("connection_lost", "connection lost before the response")
+TIMEOUT = UpstreamFailure("response_timeout", "response timeout")
+
+
+class LeaseTests(SynchronousTestCase):
+    """
+    Tests for L{Lease}.
+    """
+
+    def test_releasedOnce(self) -> None:
+        """
+        A lease counts one request in flight until released; releasing it
+        again changes nothing.
+        """
+        _, pool, _ = build()
+        backend = pool.backends[0]
+        lease = Lease(backend, 0.0)
+        self.assertEqual((backend.active, backend.requests), (1, 1))
+        lease.release()
+        lease.release()
+        self.assertEqual((backend.active, backend.requests), (0, 1))
+        self.assertFalse(lease.held)
+
+
+class AttemptsTests(SynchronousTestCase):
+    """
+    Tests for L{Attempts}.
+    """
+
+    def test_neverTheSameBackendTwice(self) -> None:
+        """
+        Each attempt goes to a backend not tried yet; then none is left.
+        """
+        _, pool, attempts = build()
+        first = attempts.next()
+        assert first is not None
+        self.assertTrue(attempts.failed(first, REFUSED))
+        second = attempts.next()
+        assert second is not None
+        self.assertNotEqual(first.backend, second.backend)
+        self.assertFalse(attempts.failed(second, REFUSED) and attempts.next())
+
+    def test_notSentRetried(self) -> None:
+        """
+        A failure before sending is retried when the caller has no reason
+        against it, and releases the lease.
+        """
+        _, _, attempts = build()
+        lease = attempts.next()
+        assert lease is not None
+        self.assertTrue(attempts.failed(lease, REFUSED))
+        self.assertEqual(lease.backend.active, 0)
+
+    def test_sentNotReplayable(self) -> None:
+        """
+        A failure after sending is not retried when the request cannot be
+        replayed, and the access log reason says why.
+        """
+        _, _, attempts = build()
+        lease = attempts.next()
+        assert lease is not None
+        self.assertFalse(attempts.failed(lease, LOST, "POST is not idempotent"))
+        self.assertIn("not retried: POST is not idempotent", attempts.retryReasons[0])
+        self.assertEqual(attempts.giveUpStatus(), 502)
+
+    def test_retriesLimit(self) -> None:
+        """
+        No more than C{retries} further attempts are made.
+        """
+        _, _, attempts = build(retries=0)
+        lease = attempts.next()
+        assert lease is not None
+        self.assertFalse(attempts.failed(lease, LOST))
+
+    def test_giveUpStatus(self) -> None:
+        """
+        503 when no backend was available, 504 after a timeout, else 502.
+        """
+        _, pool, attempts = build()
+        for backend in pool.backends:
+            backend.state = backend.state.DOWN
+        self.assertIsNone(attempts.next())
+        self.assertEqual(attempts.giveUpStatus(), 503)
+        _, _, attempts = build()
+        lease = attempts.next()
+        assert lease is not None
+        attempts.failed(lease, TIMEOUT)
+        self.assertEqual(attempts.giveUpStatus(), 504)
+
+    def test_failureCounted(self) -> None:
+        """
+        A failed attempt is counted in the backend's statistics.
+        """
+        clock, _, attempts = build()
+        lease = attempts.next()
+        assert lease is not None
+        clock.advance(0.5)
+        attempts.failed(lease, REFUSED)
+        self.assertEqual(lease.backend.stats.failures["connect_refused"], 1)
