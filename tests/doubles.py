@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.web.resource import Resource
-
 from lbtwist.config import parseConfig
 
 
@@ -26,20 +24,3 @@ def makeConfig(**poolOptions: Any) -> Any:
     frontend = {"name": "web", "listen": "tcp:8080", "pool": "app"}
     frontend.update(frontendOptions)
     return parseConfig({"frontend": [frontend], "pool": [pool]})
-
-
-class StaticResource(Resource):
-    """
-    Answers every request with C{ok} and remembers them.
-    """
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.requests: list[Any] = []
-
-    def render(self, request: Any) -> bytes:
-        self.requests.append(request)
-        request.setHeader(b"content-length", b"2")
-        return b"ok"
