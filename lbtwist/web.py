@@ -511,10 +511,12 @@ class _Forward:
         self._status = 101
         switching = _switchingHead(head)
         clientTransport.write(switching)  # type: ignore[attr-defined]
+        request.countSwitched(len(switching))
         tunnel.start(clientTransport, backendTransport, fromClient, fromBackend)
 
     def _tunnelClosed(self, lease: Lease, totals: TunnelTotals) -> None:
         lease.release()
+        self._request.countSwitched(totals.toClient)
         self._record(101, totals.toClient)
 
     # The end
@@ -1019,6 +1021,11 @@ class StockRequest:
             callback()
         else:
             self._callbacks.append(callback)
+
+    def countSwitched(self, sent: int) -> None:
+        """
+        A stock request never switches protocols.
+        """
 
     def switchProtocols(self, protocol: object) -> None:
         """

@@ -200,6 +200,13 @@ class IClientRequest(Interface):
         the request is over are called at once.
         """
 
+    def countSwitched(sent: int) -> None:
+        """
+        Count C{sent} bytes written to the client's connection after
+        L{switchProtocols} by whoever took it over (the bytes it reads are
+        counted by the channel itself).
+        """
+
     def switchProtocols(protocol: object) -> tuple[object, bytes] | None:
         """
         Hand the client's connection over to C{protocol} (after a

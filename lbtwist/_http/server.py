@@ -539,6 +539,12 @@ class ServerRequest:
         else:
             self._callbacks.append(callback)
 
+    def countSwitched(self, sent: int) -> None:
+        """
+        Count bytes a tunnel wrote to the client's connection.
+        """
+        self._channel._stats.sent(sent)
+
     def switchProtocols(self, protocol: object) -> tuple[object, bytes] | None:
         """
         Hand the connection over to C{protocol}, if this request asked to
@@ -576,7 +582,7 @@ class HTTPServerChannel(Protocol):
     C{HTTPServerChannel(frontend)}.
     """
 
-    _parser: httptools.HttpRequestParser
+    _parser: httptools.HttpRequestParser | None
     _transport: _Transport
 
     def __init__(self, frontend: IServerFrontend) -> None:
@@ -775,10 +781,10 @@ class HTTPServerChannel(Protocol):
     # Parsing
 
     def _newParser(self) -> None:
-        self._parser = httptools.HttpRequestParser(self)
+        parser = self._parser = httptools.HttpRequestParser(self)
         # HTTP/1.2 and later minor versions are HTTP/1.1 (RFC 9112 section
         # 2.6); other versions are refused with 505 after parsing.
-        self._parser.set_dangerous_leniencies(lenient_version=True)
+        parser.set_dangerous_leniencies(lenient_version=True)
 
     def _feed(self, data: bytes) -> None:
         """
@@ -826,6 +832,7 @@ class HTTPServerChannel(Protocol):
         """
         limit = self._settings.maxHeaderSize
         parser = self._parser
+        assert parser is not None
         size = len(data)
         if size <= limit or self._reading is not None:
             pieces: list[bytes | memoryview] = [data]
@@ -907,6 +914,7 @@ class HTTPServerChannel(Protocol):
         """
         self._parsing = False
         parser = self._parser
+        assert parser is not None
         method = parser.get_method()
         self._headSize += len(method)
         if self._headSize > self._settings.maxHeaderSize:
