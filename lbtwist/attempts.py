@@ -151,7 +151,7 @@ class Attempts:
         self.lastFailure = failure
         now = self._clock.seconds()
         backend.stats.recordFailure(failure.statsKind, now - lease.started, now)
-        change = backend.requestFailed(failure.reason, now)
+        change = backend.requestFailed(failure.reason, now, failure.countsForHealth)
         if change is not None:
             logStateChange(change)
         if notReplayable is not None:

@@ -4,10 +4,11 @@ The runtime state of one backend server.
 
 A L{Backend} is C{up}, C{down}, C{draining} or C{disabled}.  Active health
 check results and passive failures on real traffic move it between C{up} and
-C{down} (HAProxy's C{rise} and C{fall}); C{draining} and C{disabled} are set
-by an operator and left alone by checks.  Nothing here touches the reactor:
-the time is passed in as C{now}, and a state change is returned as a
-L{StateChange} for the caller to log with L{logStateChange}.
+C{down} (HAProxy's C{rise} and C{fall} for checks, C{observe} for traffic);
+C{draining} and C{disabled} are set by an operator and left alone by checks.
+Nothing here touches the reactor: the time is passed in as C{now}, and a
+state change is returned as a L{StateChange} for the caller to log with
+L{logStateChange}.
 """
 
 from __future__ import annotations
@@ -81,13 +82,26 @@ class Backend:
     """
     Runtime state of one server (mutable).
 
-    One counter of consecutive failures is shared by failed active checks
-    and failed requests, so both count toward C{fall}.  With checks on, a
-    backend starts C{down} and the first successful check brings it C{up} at
-    once; afterwards it takes C{rise} consecutive successful checks.  With
-    C{check = "none"} a backend starts C{up}; after C{fall} failed requests
-    it is C{down} for C{cooldown} seconds, then half-open: it is offered
-    traffic again, and the next request's outcome decides.
+    Active and passive evidence are kept apart, as HAProxy keeps C{check}
+    and C{observe} apart:
+
+      - I{Active checks} have their own counters.  C{fall} failed checks in
+        a row take an up backend down, whatever the traffic does: a
+        successful request never counts as a passed check.  A backend that
+        has never passed a check comes up with its first passed check;
+        afterwards it takes C{rise} passed checks in a row.
+      - I{Passive failures} (a connection failure or a timeout on real
+        traffic) count on a counter of their own: C{passive_fall} of them in
+        a row take an up backend down (0 turns passive detection off).  A
+        successful request resets that counter and only that one.  With
+        active checks, only checks bring the backend back.  With
+        C{check = "none"} it is C{down} for C{cooldown} seconds, then
+        half-open: it is offered traffic again, and the next request's
+        outcome decides.
+
+    With checks on, a backend starts C{down} (C{initial_state = "down"}) or
+    C{up} (C{initial_state = "up"}) until checks say otherwise; with
+    C{check = "none"} it starts C{up}.
 
     @ivar config: The backend's configuration.
     @ivar pool: The name of the pool it belongs to.
@@ -100,7 +114,8 @@ class Backend:
         down since it was last up (or ever).
     @ivar active: Requests in flight (callers increment and decrement).
     @ivar requests: Requests started in total (callers increment).
-    @ivar failures: Failed requests in total.
+    @ivar failures: Failed requests in total, whether or not they count
+        toward C{passive_fall}.
     @ivar stats: Response, failure and latency statistics.
     @ivar lastCheckOk: Whether the last active check passed, or L{None}
         before the first one.
@@ -120,7 +135,7 @@ class Backend:
         @param config: The backend's configuration.
         @param pool: The name of the pool it belongs to.
         @param health: The pool's health check settings (C{check}, C{rise},
-            C{fall}).
+            C{fall}, C{passive_fall}, C{initial_state}).
         @param cooldown: With C{check = "none"}, how many seconds a
             passively failed backend is skipped before it is tried again.
         """
@@ -140,13 +155,17 @@ class Backend:
         self._health = health
         self._cooldown = cooldown
         self._passive = health.check == "none"
-        self._successes = 0
-        self._consecutiveFailures = 0
+        self._checkSuccesses = 0
+        self._checkFailures = 0
+        self._passiveFailures = 0
         self._passedCheck = False
         self.state: BackendState
         self.reason: str
         if self._passive:
             self.state, self.reason = BackendState.UP, "no active health checks"
+        elif health.initial_state == "up":
+            self.state = BackendState.UP
+            self.reason = 'initial_state = "up"; no health check yet'
         else:
             self.state = BackendState.DOWN
             self.reason = "waiting for first health check"
@@ -195,6 +214,9 @@ class Backend:
         """
         Record the result of an active health check.
 
+        A failed check counts toward C{fall}, a passed one toward C{rise};
+        neither touches the count of passive failures.
+
         @param ok: Whether the check passed.
         @param detail: What it saw, e.g. C{"HTTP 500"}.
         @param now: When it finished.
@@ -202,9 +224,16 @@ class Backend:
         """
         self.lastCheckOk, self.lastCheckDetail, self.lastCheckAt = ok, detail, now
         if not ok:
-            return self._failed(detail, now)
-        self._consecutiveFailures = 0
-        self._successes += 1
+            self._checkSuccesses = 0
+            self._checkFailures += 1
+            count = self._checkFailures
+            if self.state is BackendState.UP and count >= self._health.fall:
+                return self.setState(
+                    BackendState.DOWN, f"{count} consecutive failures ({detail})", now
+                )
+            return None
+        self._checkFailures = 0
+        self._checkSuccesses += 1
         first, self._passedCheck = not self._passedCheck, True
         if self.state is not BackendState.DOWN:
             return None
@@ -213,34 +242,54 @@ class Backend:
                 BackendState.UP, f"first health check passed ({detail})", now
             )
         rise = self._health.rise
-        if self._successes >= rise:
+        if self._checkSuccesses >= rise:
             return self.setState(
                 BackendState.UP, f"{rise} consecutive successes ({detail})", now
             )
         return None
 
-    def requestFailed(self, reason: str, now: float) -> StateChange | None:
+    def requestFailed(
+        self, reason: str, now: float, countsForHealth: bool = True
+    ) -> StateChange | None:
         """
-        Record a connection failure or timeout on real traffic.
+        Record a failed attempt on real traffic.
 
         @param reason: What went wrong, e.g. C{"connection refused"}.
         @param now: When it happened.
+        @param countsForHealth: Whether the failure is evidence that the
+            backend is unhealthy (a connection failure or a timeout, see
+            L{lbtwist.failures.UpstreamFailure.countsForHealth}); other
+            failures are only counted in L{failures}.
         @return: The resulting state change, if any.
         """
         self.failures += 1
+        passiveFall = self._health.passive_fall
+        if not countsForHealth or passiveFall == 0:
+            return None
         if self.state is BackendState.DOWN and self.available(now):
             # The half-open attempt failed: start a new cooldown.
             self.downSince = now
-        return self._failed(reason, now)
+        self._passiveFailures += 1
+        count = self._passiveFailures
+        if self.state is BackendState.UP and count >= passiveFall:
+            return self.setState(
+                BackendState.DOWN,
+                f"{count} consecutive failed requests ({reason})",
+                now,
+            )
+        return None
 
     def requestSucceeded(self, now: float) -> StateChange | None:
         """
         Record a request that got a response from this backend.
 
+        It resets the count of passive failures only: a successful request
+        is not a passed health check.
+
         @param now: When the response arrived.
         @return: The resulting state change, if any.
         """
-        self._consecutiveFailures = 0
+        self._passiveFailures = 0
         if self.state is BackendState.DOWN and self.available(now):
             return self.setState(
                 BackendState.UP, "request succeeded after cooldown", now
@@ -265,6 +314,11 @@ class Backend:
             return None
         self.state, self.reason = new, reason
         self.downSince = now if new is BackendState.DOWN else None
+        if new is BackendState.DOWN:
+            # Coming back takes rise passed checks from now on.
+            self._checkSuccesses = 0
+        elif new is BackendState.UP:
+            self._passiveFailures = 0
         return StateChange(
             pool=self.pool,
             backend=self.name,
@@ -273,20 +327,3 @@ class Backend:
             new=new,
             reason=reason,
         )
-
-    def _failed(self, detail: str, now: float) -> StateChange | None:
-        """
-        Count one failure, active or passive, toward C{fall}.
-
-        @param detail: What went wrong.
-        @param now: When.
-        @return: The change to C{down} if this failure was one too many.
-        """
-        self._successes = 0
-        self._consecutiveFailures += 1
-        count = self._consecutiveFailures
-        if self.state is BackendState.UP and count >= self._health.fall:
-            return self.setState(
-                BackendState.DOWN, f"{count} consecutive failures ({detail})", now
-            )
-        return None

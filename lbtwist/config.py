@@ -46,6 +46,7 @@ STRATEGY_NAMES = ("round-robin", "weighted-round-robin", "least-connections")
 """The names a pool's C{strategy} may have (see L{lbtwist.strategies})."""
 
 _HEALTH_CHECK_KINDS = ("http", "tcp", "none")
+_INITIAL_STATES = ("down", "up")
 _MODES = ("http", "tcp")
 _SEND_PROXY = ("none", "v1", "v2")
 _TLS_VERSIONS = ("1.2", "1.3")
@@ -83,7 +84,12 @@ class HealthCheckConfig:
     @ivar interval: Seconds between the starts of two checks.
     @ivar timeout: Seconds one check may take before it counts as failed.
     @ivar rise: Consecutive successes that bring a down backend up.
-    @ivar fall: Consecutive failures that bring an up backend down.
+    @ivar fall: Consecutive failed checks that bring an up backend down.
+    @ivar passive_fall: Consecutive failed requests (connection failures and
+        timeouts on real traffic) that bring an up backend down; 0 turns
+        passive detection off.
+    @ivar initial_state: C{"down"} or C{"up"}: the state of a new backend
+        before its first check (with C{check = "none"} it starts up).
     """
 
     check: str = "http"
@@ -93,6 +99,8 @@ class HealthCheckConfig:
     timeout: float = 1.0
     rise: int = 2
     fall: int = 3
+    passive_fall: int = 3
+    initial_state: str = "down"
 
     def accepts(self, status: int) -> bool:
         """
@@ -769,6 +777,8 @@ _HEALTH = {
     "timeout": _seconds(),
     "rise": _integer(1),
     "fall": _integer(1),
+    "passive_fall": _integer(0),
+    "initial_state": _choice(_INITIAL_STATES),
 }
 
 _BACKEND = {"url": _url, "name": _name, "weight": _integer(1)}

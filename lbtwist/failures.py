@@ -21,6 +21,9 @@ __all__ = ["UpstreamFailure", "classifyConnectFailure", "classifyLostConnection"
 
 _NOT_SENT = frozenset({"connect_refused", "connect_timeout", "connect_error"})
 _TIMEOUTS = frozenset({"connect_timeout", "response_timeout", "read_timeout"})
+_UNHEALTHY = frozenset(
+    {"connect_refused", "connect_timeout", "connect_error", "response_timeout"}
+)
 
 
 @frozen
@@ -54,6 +57,18 @@ class UpstreamFailure(Exception):
         protocol failure (502).
         """
         return self.kind in _TIMEOUTS
+
+    @property
+    def countsForHealth(self) -> bool:
+        """
+        Whether this failure is evidence that the backend is unhealthy and
+        counts toward C{passive_fall}: a connection failure or no response
+        within C{response_timeout}.  An invalid response, a connection lost
+        before or during the response and a read timeout show a backend that
+        is up but misbehaving on one request; they are counted in the
+        statistics only.
+        """
+        return self.kind in _UNHEALTHY
 
     @property
     def statsKind(self) -> str:

@@ -10,8 +10,11 @@ own timeout; every outcome is a L{ProbeResult}.
 
 A L{HealthCheck} service runs one probe every C{interval} seconds on an
 injected clock and hands each result to a callback (which applies the
-C{rise}/C{fall} rules kept in L{lbtwist.backend}). A probe that is still
-pending when the next tick comes is not started twice; the tick is skipped.
+C{rise}/C{fall} rules kept in L{lbtwist.backend}). It does not trust the
+probe to keep its promise: every probe gets a deadline of its own, which
+always fires and reports a failure that says "timed out", so a probe whose
+L{Deferred} never fires cannot freeze a backend's checks. A loop that dies
+anyway is logged as an error and restarted.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from twisted.internet.error import ConnectionRefusedError as TwistedRefusedError
 from twisted.internet.error import TCPTimedOutError
 from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import (
+    IDelayedCall,
     IHandshakeListener,
     IProtocol,
     IReactorTCP,
@@ -41,7 +45,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
@@ -53,7 +57,7 @@ from twisted.web.client import (
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
-from zope.interface import Interface, implementer
+from zope.interface import Attribute, Interface, implementer
 
 from lbtwist.config import BackendConfig, HealthCheckConfig, PoolConfig
 from lbtwist.tls import BackendTLS, describeTLSFailure
@@ -105,6 +109,11 @@ class IHealthProbe(Interface):
     """
     A check of one backend that can be run repeatedly.
     """
+
+    timeout = Attribute(
+        "Seconds one probe may take (a L{float}); past it the probe counts as "
+        "failed."
+    )
 
     def probe() -> Deferred[ProbeResult]:
         """
@@ -272,6 +281,13 @@ class HTTPProbe:
         @return: A description naming the URL.
         """
         return f"<HTTPProbe GET {self.url.decode('ascii', 'replace')}>"
+
+    @property
+    def timeout(self) -> float:
+        """
+        Seconds one probe may take: the health config's C{timeout}.
+        """
+        return self.healthConfig.timeout
 
     def probe(self) -> Deferred[ProbeResult]:
         """
@@ -472,14 +488,20 @@ class HealthCheck(Service):
     """
     Probe one backend every C{interval} seconds while running.
 
-    The first probe starts as soon as the service starts. A tick that comes
-    while the previous probe is still pending is skipped, so a stuck probe
-    never piles up work and never delays any other check (the looping call
-    never waits for a probe). Results go to C{onResult}; an exception raised
-    there is logged and the checks go on.
+    The first probe starts as soon as the service starts. Every probe has a
+    deadline, C{timeout} seconds after it started, that always fires: a
+    probe still pending then is reported as a failure that says "timed
+    out", cancelled, and forgotten (whatever it reports later is ignored),
+    so the next tick probes again. A tick that comes while a probe is still
+    pending (C{timeout} longer than C{interval}) is skipped. The looping
+    call never waits for a probe, so a slow probe never delays any other
+    check. Results go to C{onResult}; an exception raised there is logged
+    and the checks go on. If the looping call dies all the same, that is
+    logged as an error with its traceback and the loop is restarted.
 
     @ivar probe: The probe run on every tick.
     @ivar interval: Seconds between ticks.
+    @ivar timeout: Seconds a probe may take before it counts as failed.
     """
 
     def __init__(
@@ -489,22 +511,27 @@ class HealthCheck(Service):
         interval: float,
         onResult: Callable[[ProbeResult], None],
         paused: Callable[[], bool] = lambda: False,
+        timeout: float | None = None,
     ) -> None:
         """
-        @param clock: Schedules the ticks.
+        @param clock: Schedules the ticks and the deadlines.
         @param probe: Checks the backend once per tick.
         @param interval: Seconds between the starts of two ticks.
         @param onResult: Called with every L{ProbeResult} while running.
         @param paused: Asked at every tick; no probe is sent while it returns
             C{True} (a backend disabled by an operator).
+        @param timeout: The deadline of each probe in seconds; by default the
+            probe's own C{timeout}.
         """
         self.clock = clock
         self.probe = probe
         self.interval = interval
+        self.timeout: float = probe.timeout if timeout is None else timeout
         self.onResult = onResult
         self.paused = paused
         self._loop: LoopingCall | None = None
         self._pending: Deferred[ProbeResult] | None = None
+        self._deadline: IDelayedCall | None = None
 
     def __repr__(self) -> str:
         """
@@ -524,13 +551,37 @@ class HealthCheck(Service):
         Start probing: once now, then every C{interval} seconds.
         """
         super().startService()
+        self._startLoop(now=True)
+
+    def _startLoop(self, now: bool) -> None:
+        """
+        Start the looping call, watching for its death.
+
+        @param now: Whether the first tick is now rather than in
+            C{interval} seconds.
+        """
         loop = self._loop = LoopingCall(self._tick)
         loop.clock = self.clock
-        loop.start(self.interval, now=True).addErrback(
-            lambda reason: _log.failure(
-                "health check loop {check!r} failed", reason, check=self
-            )
+        loop.start(self.interval, now=now).addErrback(self._loopDied, loop)
+
+    def _loopDied(self, reason: Failure, loop: LoopingCall) -> None:
+        """
+        The looping call stopped because a tick raised: log it and, if this
+        service still runs, start a new loop whose first tick is one
+        C{interval} from now (so a tick that always raises is logged once
+        per interval, not in a tight loop).
+
+        @param reason: What the tick raised.
+        @param loop: The loop that died.
+        """
+        _log.failure(
+            "health check loop {check!r} died; restarting it",
+            reason,
+            LogLevel.error,
+            check=self,
         )
+        if self.running and self._loop is loop:
+            self._startLoop(now=False)
 
     def stopService(self) -> None:
         """
@@ -540,14 +591,31 @@ class HealthCheck(Service):
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
-        pending, self._pending = self._pending, None
+        pending = self._forget()
         if pending is not None:
             pending.cancel()
 
+    def _forget(self) -> Deferred[ProbeResult] | None:
+        """
+        Forget the pending probe, if any, and cancel its deadline.
+
+        @return: The probe's L{Deferred}, or L{None} if none was pending.
+        """
+        pending, self._pending = self._pending, None
+        deadline, self._deadline = self._deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+        return pending
+
     def _tick(self) -> None:
         """
-        Start a probe unless one is pending. Never raises and never returns
-        the probe's L{Deferred}, so the loop never waits for a probe.
+        Start a probe unless one is pending, and give it its deadline.
+        Never returns the probe's L{Deferred}, so the loop never waits for a
+        probe.
+
+        @raise TypeError: If the probe broke its contract and returned
+            something other than a L{Deferred} (the loop dies, and is
+            restarted by L{_loopDied}).
         """
         if self._pending is not None:
             _log.debug(
@@ -569,13 +637,38 @@ class HealthCheck(Service):
             self._report(
                 ProbeResult(
                     False,
-                    _describeFailure(reason, 0.0),
+                    _describeFailure(reason, self.timeout),
                     self.clock.seconds() - started,
                 )
             )
             return
+        if not isinstance(d, Deferred):
+            raise TypeError(f"{self.probe!r} returned {d!r}, not a Deferred")
         self._pending = d
+        self._deadline = self.clock.callLater(self.timeout, self._expired, d, started)
         d.addBoth(self._probeDone, d, started)
+
+    def _expired(self, d: Deferred[ProbeResult], started: float) -> None:
+        """
+        A probe's deadline passed: report it as timed out, then cancel and
+        forget it.
+
+        @param d: The probe's L{Deferred}.
+        @param started: When the probe started.
+        """
+        if self._pending is not d:
+            return
+        self._deadline = None
+        self._forget()
+        self._report(
+            ProbeResult(
+                False, _formatTimeout(self.timeout), self.clock.seconds() - started
+            )
+        )
+        try:
+            d.cancel()
+        except Exception:
+            _log.failure("cancelling health probe {probe!r} failed", probe=self.probe)
 
     def _probeDone(
         self,
@@ -584,22 +677,24 @@ class HealthCheck(Service):
         started: float,
     ) -> None:
         """
-        A probe finished: forget it and report its result.
+        A probe finished: forget it and report its result, unless it was
+        forgotten already (its deadline passed, or the service stopped).
 
         @param result: The probe's result or, if the probe broke its
             contract, a failure (logged and reported as a failed result).
         @param d: The probe's L{Deferred}.
         @param started: When the probe started.
         """
-        if self._pending is d:
-            self._pending = None
+        if self._pending is not d:
+            return None
+        self._forget()
         if not self.running:
             return None
         if isinstance(result, Failure):
             _log.failure("health probe {probe!r} failed", result, probe=self.probe)
             result = ProbeResult(
                 False,
-                _describeFailure(result, 0.0),
+                _describeFailure(result, self.timeout),
                 self.clock.seconds() - started,
             )
         self._report(result)

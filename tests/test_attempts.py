@@ -127,3 +127,30 @@ class AttemptsTests(SynchronousTestCase):
         clock.advance(0.5)
         attempts.failed(lease, REFUSED)
         self.assertEqual(lease.backend.stats.failures["connect_refused"], 1)
+
+    def test_passiveHealthCountsOnlyConnectFailuresAndTimeouts(self) -> None:
+        """
+        Connection failures and response timeouts count toward
+        C{passive_fall}; invalid responses and lost connections count only in
+        the statistics.
+        """
+        for failure, counts in [
+            (REFUSED, True),
+            (UpstreamFailure("connect_timeout", "connect timeout"), True),
+            (UpstreamFailure("connect_error", "cannot connect"), True),
+            (TIMEOUT, True),
+            (UpstreamFailure("invalid_response", "invalid response"), False),
+            (LOST, False),
+        ]:
+            with self.subTest(kind=failure.kind):
+                _, pool, attempts = build(retries=0)
+                lease = attempts.next()
+                assert lease is not None
+                backend = lease.backend
+                for _ in range(pool.config.health.passive_fall):
+                    attempts.failed(Lease(backend, 0.0), failure)
+                self.assertEqual(backend.state is backend.state.DOWN, counts)
+                self.assertEqual(
+                    backend.stats.failures[failure.statsKind],
+                    pool.config.health.passive_fall,
+                )

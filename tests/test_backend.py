@@ -20,15 +20,22 @@ DISABLED = BackendState.DISABLED
 
 
 def makeBackend(
-    check: str = "http", rise: int = 2, fall: int = 3, cooldown: float = 10.0
+    check: str = "http",
+    rise: int = 2,
+    fall: int = 3,
+    cooldown: float = 10.0,
+    passive_fall: int = 3,
+    initial_state: str = "down",
 ) -> Backend:
     """
     Make a backend C{a} at 127.0.0.1:9001 in pool C{app}.
 
     @param check: The kind of active health check.
-    @param rise: Consecutive successes needed to go up.
-    @param fall: Consecutive failures needed to go down.
+    @param rise: Consecutive passed checks needed to go up.
+    @param fall: Consecutive failed checks needed to go down.
     @param cooldown: Seconds a passively failed backend is skipped.
+    @param passive_fall: Consecutive failed requests needed to go down.
+    @param initial_state: The state before the first check.
     @return: The backend.
     """
     config = BackendConfig(
@@ -39,7 +46,13 @@ def makeBackend(
         name="a",
         weight=5,
     )
-    health = HealthCheckConfig(check=check, rise=rise, fall=fall)
+    health = HealthCheckConfig(
+        check=check,
+        rise=rise,
+        fall=fall,
+        passive_fall=passive_fall,
+        initial_state=initial_state,
+    )
     return Backend(config, "app", health, cooldown)
 
 
@@ -62,17 +75,20 @@ def change(old: BackendState, new: BackendState, reason: str) -> StateChange:
     )
 
 
-def upBackend(rise: int = 2, fall: int = 3, cooldown: float = 10.0) -> Backend:
+def upBackend(
+    rise: int = 2, fall: int = 3, cooldown: float = 10.0, passive_fall: int = 3
+) -> Backend:
     """
     Make a backend with active HTTP checks and bring it up with one passed
     check.
 
-    @param rise: Consecutive successes needed to go up.
-    @param fall: Consecutive failures needed to go down.
+    @param rise: Consecutive passed checks needed to go up.
+    @param fall: Consecutive failed checks needed to go down.
     @param cooldown: Seconds a passively failed backend is skipped.
+    @param passive_fall: Consecutive failed requests needed to go down.
     @return: The backend, up.
     """
-    backend = makeBackend("http", rise, fall, cooldown)
+    backend = makeBackend("http", rise, fall, cooldown, passive_fall)
     backend.checkResult(True, "HTTP 200", 0.0)
     return backend
 
@@ -110,6 +126,38 @@ class BackendAttributesTests(SynchronousTestCase):
                 self.assertIs(backend.state, DOWN)
                 self.assertEqual(backend.reason, "waiting for first health check")
                 self.assertFalse(backend.available(1000.0))
+
+    def test_initialStateUp(self) -> None:
+        """
+        With C{initial_state = "up"} and active checks, a backend starts up,
+        says why, and C{fall} failed checks take it down.
+        """
+        backend = makeBackend(initial_state="up", fall=2)
+        self.assertIs(backend.state, UP)
+        self.assertEqual(backend.reason, 'initial_state = "up"; no health check yet')
+        self.assertTrue(backend.available(0.0))
+        self.assertIsNone(backend.checkResult(False, "HTTP 500", 1.0))
+        self.assertEqual(
+            backend.checkResult(False, "HTTP 500", 2.0),
+            change(UP, DOWN, "2 consecutive failures (HTTP 500)"),
+        )
+
+    def test_initialStateUpFirstCheckPassing(self) -> None:
+        """
+        With C{initial_state = "up"}, a passing first check changes nothing.
+        """
+        backend = makeBackend(initial_state="up")
+        self.assertIsNone(backend.checkResult(True, "HTTP 200", 1.0))
+        self.assertIs(backend.state, UP)
+
+    def test_initialStateIgnoredWithoutChecks(self) -> None:
+        """
+        Without active checks, a backend starts up whatever
+        C{initial_state} says.
+        """
+        backend = makeBackend(check="none", initial_state="down")
+        self.assertIs(backend.state, UP)
+        self.assertEqual(backend.reason, "no active health checks")
 
     def test_startsUpWithoutChecks(self) -> None:
         """
@@ -260,37 +308,128 @@ class PassiveTests(SynchronousTestCase):
     Tests for L{Backend.requestFailed} and L{Backend.requestSucceeded}.
     """
 
-    def test_passiveFailuresCountTowardFall(self) -> None:
+    def test_passiveFailuresCountOnTheirOwn(self) -> None:
         """
-        Failed requests and failed checks share one consecutive failure
-        count.
+        Failed requests and failed checks are counted apart: neither helps
+        the other reach its limit.
         """
-        backend = upBackend(fall=3)
+        backend = upBackend(fall=2, passive_fall=2)
         self.assertIsNone(backend.checkResult(False, "HTTP 500", 1.0))
         self.assertIsNone(backend.requestFailed("connection refused", 1.5))
+        self.assertIs(backend.state, UP)
         self.assertEqual(
             backend.requestFailed("connection refused", 1.7),
-            change(UP, DOWN, "3 consecutive failures (connection refused)"),
+            change(UP, DOWN, "2 consecutive failed requests (connection refused)"),
         )
         self.assertEqual(backend.failures, 2)
 
-    def test_successfulRequestResetsFailures(self) -> None:
+    def test_checksFailWhateverTrafficDoes(self) -> None:
         """
-        A successful request restarts the consecutive failure count.
+        Successful requests between failed checks do not reset the count of
+        failed checks: C{fall} failed checks in a row take the backend down
+        however much traffic succeeds (traffic cannot mask a failing check).
         """
         backend = upBackend(fall=2)
+        now = 1.0
+        for ok in [False, False]:
+            for _ in range(3):
+                self.assertIsNone(backend.requestSucceeded(now))
+                now += 0.1
+            result = backend.checkResult(ok, "HTTP 500", now)
+        self.assertEqual(result, change(UP, DOWN, "2 consecutive failures (HTTP 500)"))
+        for _ in range(3):
+            self.assertIsNone(backend.requestSucceeded(now))
+        self.assertIs(backend.state, DOWN)
+        self.assertFalse(backend.available(now + 100))
+
+    def test_successfulRequestIsNotAPassedCheck(self) -> None:
+        """
+        A successful request neither brings a backend up nor counts toward
+        C{rise}: after going down it still takes C{rise} passed checks.
+        """
+        backend = upBackend(rise=2, fall=1)
+        backend.checkResult(False, "HTTP 500", 1.0)
+        self.assertIsNone(backend.checkResult(True, "HTTP 200", 2.0))
+        self.assertIsNone(backend.requestSucceeded(2.5))
+        self.assertIs(backend.state, DOWN)
+        self.assertEqual(
+            backend.checkResult(True, "HTTP 200", 3.0),
+            change(DOWN, UP, "2 consecutive successes (HTTP 200)"),
+        )
+
+    def test_passedCheckDoesNotResetPassiveFailures(self) -> None:
+        """
+        A passed check leaves the count of failed requests alone.
+        """
+        backend = upBackend(passive_fall=2)
+        backend.requestFailed("connection refused", 1.0)
+        backend.checkResult(True, "HTTP 200", 1.1)
+        self.assertIsNotNone(backend.requestFailed("connection refused", 1.2))
+        self.assertIs(backend.state, DOWN)
+
+    def test_successfulRequestResetsFailures(self) -> None:
+        """
+        A successful request restarts the count of failed requests.
+        """
+        backend = upBackend(passive_fall=2)
         backend.requestFailed("connection refused", 1.0)
         self.assertIsNone(backend.requestSucceeded(1.1))
         self.assertIsNone(backend.requestFailed("connection refused", 1.2))
         self.assertIs(backend.state, UP)
         self.assertEqual(backend.failures, 2)
 
+    def test_successfulRequestResetsOnlyPassiveFailures(self) -> None:
+        """
+        A successful request does not restart the count of failed checks.
+        """
+        backend = upBackend(fall=2)
+        backend.checkResult(False, "HTTP 500", 1.0)
+        backend.requestSucceeded(1.1)
+        self.assertIsNotNone(backend.checkResult(False, "HTTP 500", 2.0))
+        self.assertIs(backend.state, DOWN)
+
+    def test_failuresThatDoNotCount(self) -> None:
+        """
+        A failure that is not evidence of ill health is counted in
+        C{failures} but not toward C{passive_fall}.
+        """
+        backend = upBackend(passive_fall=1)
+        self.assertIsNone(backend.requestFailed("invalid response", 1.0, False))
+        self.assertIs(backend.state, UP)
+        self.assertEqual(backend.failures, 1)
+        self.assertIsNotNone(backend.requestFailed("connection refused", 2.0))
+
+    def test_passiveFallZeroDisablesPassiveDetection(self) -> None:
+        """
+        With C{passive_fall = 0}, no number of failed requests takes a
+        backend down, with or without active checks; failures are still
+        counted.
+        """
+        for check in ["http", "none"]:
+            with self.subTest(check=check):
+                backend = makeBackend(check=check, passive_fall=0)
+                backend.checkResult(True, "HTTP 200", 0.0)
+                for now in range(1, 20):
+                    self.assertIsNone(
+                        backend.requestFailed("connection refused", float(now))
+                    )
+                self.assertIs(backend.state, UP)
+                self.assertEqual(backend.failures, 19)
+
+    def test_passiveFallZeroKeepsActiveChecks(self) -> None:
+        """
+        With C{passive_fall = 0}, active checks still take a backend down.
+        """
+        backend = upBackend(fall=1, passive_fall=0)
+        self.assertIsNotNone(backend.checkResult(False, "HTTP 500", 1.0))
+        self.assertIs(backend.state, DOWN)
+
     def test_passiveDownNeedsRiseChecks(self) -> None:
         """
         A backend taken down by failed requests needs C{rise} passed checks
-        to come back, not just one.
+        to come back, not just one, even if checks had been passing before.
         """
-        backend = upBackend(rise=2, fall=2)
+        backend = upBackend(rise=2, passive_fall=2)
         backend.checkResult(True, "HTTP 200", 1.0)
         backend.requestFailed("timed out", 2.0)
         backend.requestFailed("timed out", 2.1)
@@ -299,25 +438,54 @@ class PassiveTests(SynchronousTestCase):
         self.assertIsNotNone(backend.checkResult(True, "HTTP 200", 4.0))
         self.assertIs(backend.state, UP)
 
+    def test_passiveDownBeforeFirstCheck(self) -> None:
+        """
+        A backend that started up (C{initial_state = "up"}) and was taken
+        down by failed requests before any check passed comes up with its
+        first passed check.
+        """
+        backend = makeBackend(initial_state="up", passive_fall=1, rise=3)
+        backend.requestFailed("connection refused", 1.0)
+        self.assertIs(backend.state, DOWN)
+        self.assertEqual(
+            backend.checkResult(True, "HTTP 200", 2.0),
+            change(DOWN, UP, "first health check passed (HTTP 200)"),
+        )
+
+    def test_upAgainStartsPassiveCountAfresh(self) -> None:
+        """
+        Failed requests before the backend went down do not count once
+        checks brought it back.
+        """
+        backend = upBackend(rise=1, passive_fall=2)
+        backend.requestFailed("connection refused", 1.0)
+        backend.requestFailed("connection refused", 1.1)
+        self.assertIs(backend.state, DOWN)
+        backend.requestFailed("connection refused", 1.2)
+        backend.checkResult(True, "HTTP 200", 2.0)
+        self.assertIs(backend.state, UP)
+        self.assertIsNone(backend.requestFailed("connection refused", 2.1))
+        self.assertIs(backend.state, UP)
+
     def test_successfulRequestDoesNotBringUpWithChecks(self) -> None:
         """
         With active checks, only checks bring a down backend up.
         """
-        backend = upBackend(fall=1)
+        backend = upBackend(passive_fall=1)
         backend.requestFailed("timed out", 1.0)
         self.assertIsNone(backend.requestSucceeded(100.0))
         self.assertIs(backend.state, DOWN)
 
     def test_fallWithoutChecks(self) -> None:
         """
-        Without active checks, C{fall} failed requests take the backend down
-        for C{cooldown} seconds.
+        Without active checks, C{passive_fall} failed requests take the
+        backend down for C{cooldown} seconds.
         """
-        backend = makeBackend(check="none", fall=2, cooldown=10.0)
+        backend = makeBackend(check="none", passive_fall=2, cooldown=10.0)
         self.assertIsNone(backend.requestFailed("connection refused", 5.0))
         self.assertEqual(
             backend.requestFailed("connection refused", 6.0),
-            change(UP, DOWN, "2 consecutive failures (connection refused)"),
+            change(UP, DOWN, "2 consecutive failed requests (connection refused)"),
         )
         self.assertEqual(backend.downSince, 6.0)
         self.assertFalse(backend.available(15.9))
@@ -327,7 +495,7 @@ class PassiveTests(SynchronousTestCase):
         """
         A request that succeeds after the cooldown brings the backend up.
         """
-        backend = makeBackend(check="none", fall=1, cooldown=10.0)
+        backend = makeBackend(check="none", passive_fall=1, cooldown=10.0)
         backend.requestFailed("connection refused", 0.0)
         self.assertEqual(
             backend.requestSucceeded(12.0),
@@ -341,7 +509,7 @@ class PassiveTests(SynchronousTestCase):
         A request that fails after the cooldown keeps the backend down for
         another cooldown.
         """
-        backend = makeBackend(check="none", fall=3, cooldown=10.0)
+        backend = makeBackend(check="none", passive_fall=3, cooldown=10.0)
         for now in [0.0, 0.1, 0.2]:
             backend.requestFailed("connection refused", now)
         self.assertIsNone(backend.requestFailed("connection refused", 11.0))
@@ -355,7 +523,7 @@ class PassiveTests(SynchronousTestCase):
         Results of requests started before the backend went down neither end
         nor extend its cooldown.
         """
-        backend = makeBackend(check="none", fall=1, cooldown=10.0)
+        backend = makeBackend(check="none", passive_fall=1, cooldown=10.0)
         backend.requestFailed("connection refused", 0.0)
         self.assertIsNone(backend.requestSucceeded(1.0))
         self.assertIsNone(backend.requestFailed("timed out", 2.0))

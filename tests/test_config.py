@@ -278,6 +278,8 @@ class DefaultsTests(SynchronousTestCase):
             (health, "timeout", 1.0),
             (health, "rise", 2),
             (health, "fall", 3),
+            (health, "passive_fall", 3),
+            (health, "initial_state", "down"),
             (pool, "strategy", "round-robin"),
             (pool, "retries", 2),
             (pool, "connect_timeout", 3.0),
@@ -350,6 +352,20 @@ class ValueTests(SynchronousTestCase):
         config = parseConfig(changed("health", interval=5, timeout=1))
         self.assertEqual(config.pools[0].health.interval, 5.0)
         self.assertIsInstance(config.pools[0].health.interval, float)
+
+    def test_passiveFallAndInitialState(self) -> None:
+        """
+        C{passive_fall} takes an integer from 0 (off) up; C{initial_state}
+        is C{"down"} or C{"up"}.
+        """
+        for passiveFall in [0, 1, 7]:
+            with self.subTest(passive_fall=passiveFall):
+                config = parseConfig(changed("health", passive_fall=passiveFall))
+                self.assertEqual(config.pools[0].health.passive_fall, passiveFall)
+        for state in ["down", "up"]:
+            with self.subTest(initial_state=state):
+                config = parseConfig(changed("health", initial_state=state))
+                self.assertEqual(config.pools[0].health.initial_state, state)
 
     def test_zeroCooldownAndRetries(self) -> None:
         """
@@ -847,6 +863,37 @@ class ChoiceErrorTests(ConfigErrorAssertions):
                 (
                     changed("frontend", mode="udp"),
                     'frontend "web": mode "udp" is not one of "http", "tcp"',
+                ),
+            ]
+        )
+
+    def test_healthKeys(self) -> None:
+        """
+        C{initial_state} is C{"down"} or C{"up"}; C{passive_fall} is an
+        integer of at least 0; errors name the key.
+        """
+        self.assertErrors(
+            [
+                (
+                    changed("health", initial_state="maybe"),
+                    'pool "app" health: initial_state "maybe" is not one of '
+                    '"down", "up"',
+                ),
+                (
+                    changed("health", initial_state=True),
+                    'pool "app" health: initial_state must be a string',
+                ),
+                (
+                    changed("health", passive_fall=-1),
+                    'pool "app" health: passive_fall must be an integer >= 0',
+                ),
+                (
+                    changed("health", passive_fall=1.5),
+                    'pool "app" health: passive_fall must be an integer >= 0',
+                ),
+                (
+                    changed("health", passive_fall=True),
+                    'pool "app" health: passive_fall must be an integer >= 0',
                 ),
             ]
         )

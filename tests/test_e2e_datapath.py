@@ -595,7 +595,7 @@ class TruncatedResponseTests(SynchronousTestCase):
                 simpleConfig(
                     [cls.backend],
                     pool={"retries": 0},
-                    health={"check": "none", "fall": 100},
+                    health={"check": "none", "passive_fall": 100},
                 )
             ),
         )
@@ -642,7 +642,7 @@ class StalledBackendTests(SynchronousTestCase):
                 simpleConfig(
                     [cls.backend],
                     pool={"retries": 0, "read_timeout": 1.0},
-                    health={"check": "none", "fall": 100},
+                    health={"check": "none", "passive_fall": 100},
                 )
             ),
         )
@@ -840,7 +840,7 @@ class ReplayBufferTests(SynchronousTestCase):
             simpleConfig(
                 [cls.cutter.url, cls.good.url],
                 pool={"retries": 1, "retry_buffer": 1024, "strategy": "round-robin"},
-                health={"check": "none", "fall": 100},
+                health={"check": "none", "passive_fall": 100},
             ),
         )
 

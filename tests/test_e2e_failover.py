@@ -59,7 +59,7 @@ class RefusedConnectionRetryTests(SynchronousTestCase):
             simpleConfig(
                 [cls.dead, cls.backend],
                 pool={"retries": 2, "strategy": "round-robin"},
-                health={"check": "none", "fall": 100},
+                health={"check": "none", "passive_fall": 100},
             ),
         )
 
@@ -107,7 +107,7 @@ class AfterSendFailureTests(SynchronousTestCase):
             simpleConfig(
                 [cls.bad, cls.good],
                 pool={"retries": 2, "strategy": "round-robin"},
-                health={"check": "none", "fall": 100},
+                health={"check": "none", "passive_fall": 100},
             ),
         )
 
@@ -183,7 +183,7 @@ class AllBackendsFailTests(SynchronousTestCase):
             simpleConfig(
                 [cls.slow1, cls.slow2],
                 pool={"retries": 2, "response_timeout": 0.5, "connect_timeout": 0.5},
-                health={"check": "none", "fall": 100},
+                health={"check": "none", "passive_fall": 100},
             ),
         )
         cls.refusing = Lbtwist(
@@ -191,7 +191,7 @@ class AllBackendsFailTests(SynchronousTestCase):
             simpleConfig(
                 [closedPort(), closedPort()],
                 pool={"retries": 2},
-                health={"check": "none", "fall": 100},
+                health={"check": "none", "passive_fall": 100},
             ),
         )
 
@@ -302,7 +302,7 @@ class NoBackendAvailableTests(SynchronousTestCase):
 class PassiveDetectionTests(SynchronousTestCase):
     """
     With active checks off, connection failures on real traffic count toward
-    C{fall}.
+    C{passive_fall}.
     """
 
     @classmethod
@@ -315,14 +315,14 @@ class PassiveDetectionTests(SynchronousTestCase):
             simpleConfig(
                 [cls.dead, cls.backend],
                 pool={"retries": 1, "passive_cooldown": 30.0},
-                health={"check": "none", "fall": 2},
+                health={"check": "none", "passive_fall": 2},
             ),
         )
 
     def test_marksRefusingBackendDown(self) -> None:
         """
-        After C{fall} refused connections the log says the backend is down, and
-        later requests no longer try it.
+        After C{passive_fall} refused connections the log says the backend is
+        down, and later requests no longer try it.
         """
         for i in range(6):
             self.assertEqual(_once(self.lb.port, "GET", f"/passive/{i}").status, 200)
@@ -345,7 +345,7 @@ class PassiveDetectionTests(SynchronousTestCase):
 class PassiveTimeoutTests(SynchronousTestCase):
     """
     With active checks off, response timeouts on real traffic count toward
-    C{fall} too.
+    C{passive_fall}.
     """
 
     @classmethod
@@ -359,14 +359,14 @@ class PassiveTimeoutTests(SynchronousTestCase):
             simpleConfig(
                 [cls.slow, cls.good],
                 pool={"retries": 1, "response_timeout": 0.3, "passive_cooldown": 30.0},
-                health={"check": "none", "fall": 2},
+                health={"check": "none", "passive_fall": 2},
             ),
         )
 
     def test_marksSlowBackendDown(self) -> None:
         """
         GETs that time out on the slow backend are retried on the good one and
-        after C{fall} timeouts the slow backend is logged down.
+        after C{passive_fall} timeouts the slow backend is logged down.
         """
         for i in range(5):
             response = _once(self.lb.port, "GET", f"/timeout/{i}")
@@ -396,7 +396,7 @@ class PassiveCooldownTests(SynchronousTestCase):
             simpleConfig(
                 [cls.dead, cls.backend],
                 pool={"retries": 1, "passive_cooldown": 1.0},
-                health={"check": "none", "fall": 1},
+                health={"check": "none", "passive_fall": 1},
             ),
         )
 

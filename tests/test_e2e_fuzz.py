@@ -619,7 +619,7 @@ class DifferentialFuzzTests(SynchronousTestCase):
                 [cls.backend.port],
                 frontend={"header_timeout": 2.0, "idle_timeout": 2.0},
                 pool={"retries": 0, "max_body_size": 100000},
-                health={"check": "none", "fall": 1000000},
+                health={"check": "none", "passive_fall": 1000000},
             ),
         )
 

@@ -199,7 +199,7 @@ class ConnectFailureTests(SynchronousTestCase):
                 tcpFrontend(
                     "retry",
                     [cls.dead, cls.live],
-                    health={"check": "none", "fall": 2},
+                    health={"check": "none", "passive_fall": 2},
                     strategy="round-robin",
                     retries=2,
                     passive_cooldown=30.0,
@@ -207,7 +207,7 @@ class ConnectFailureTests(SynchronousTestCase):
                 tcpFrontend(
                     "nowhere",
                     [closedPort(), closedPort()],
-                    health={"check": "none", "fall": 100},
+                    health={"check": "none", "passive_fall": 100},
                     retries=2,
                 ),
             ),

@@ -11,7 +11,7 @@ from typing import Callable
 import attrs
 from treq.testing import RequestTraversalAgent
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.internet.testing import (
@@ -19,7 +19,7 @@ from twisted.internet.testing import (
     MemoryReactorClock,
     StringTransport,
 )
-from twisted.logger import globalLogPublisher
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import ResponseNeverReceived
@@ -417,7 +417,11 @@ class _FakeProbe:
 
     @ivar calls: The L{Deferred} of every probe started, in order.
     @ivar error: If set, L{probe} raises it.
+    @ivar timeout: The probe's own timeout, the default deadline of a
+        L{HealthCheck}.
     """
+
+    timeout = 1.0
 
     def __init__(self) -> None:
         self.calls: list[Deferred[ProbeResult]] = []
@@ -497,10 +501,14 @@ class HealthCheckTests(SynchronousTestCase):
 
     def test_tickSkippedWhilePending(self) -> None:
         """
-        A tick that comes while the previous probe is pending starts no
-        probe and is logged; the next tick after the result does.
+        With a C{timeout} longer than C{interval}, a tick that comes while
+        the previous probe is pending starts no probe and is logged; the
+        next tick after the result does.
         """
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.check = HealthCheck(
+            self.clock, self.probe, 2.0, self.results.append, timeout=5.0
+        )
         self.start()
         self.clock.advance(2.0)
         self.clock.advance(2.0)
@@ -516,17 +524,24 @@ class HealthCheckTests(SynchronousTestCase):
 
     def test_stuckProbeDoesNotStallOtherChecks(self) -> None:
         """
-        A probe that never fires does not delay a second check on the same
-        clock.
+        Probes that never fire do not delay a second check on the same
+        clock, and their own check goes on probing every C{interval}.
         """
         otherProbe = _FakeProbe()
-        other = self.start(HealthCheck(self.clock, otherProbe, 1.0, lambda r: None))
+        otherResults: list[ProbeResult] = []
+        other = self.start(
+            HealthCheck(self.clock, otherProbe, 1.0, otherResults.append)
+        )
         self.start()
-        for i in range(5):
+        for i in range(6):
             otherProbe.calls[-1].callback(OK)
             self.clock.advance(1.0)
-        self.assertEqual(len(otherProbe.calls), 6)
-        self.assertEqual(len(self.probe.calls), 1)
+        self.assertEqual(len(otherProbe.calls), 7)
+        self.assertEqual(otherResults, [OK] * 6)
+        self.assertEqual(len(self.probe.calls), 4)
+        self.assertEqual(
+            self.results, [ProbeResult(False, "timed out after 1.0s", 1.0)] * 3
+        )
         self.assertTrue(other.running)
 
     def test_onResultExceptionLogged(self) -> None:
@@ -622,6 +637,8 @@ class HealthCheckTests(SynchronousTestCase):
 
         @implementer(IHealthProbe)
         class Immediate:
+            timeout = 1.0
+
             def probe(self) -> Deferred[ProbeResult]:
                 d: Deferred[ProbeResult] = Deferred()
                 d.callback(next(results))
@@ -633,6 +650,175 @@ class HealthCheckTests(SynchronousTestCase):
         self.assertFalse(check.pending)
         self.clock.advance(1.0)
         self.assertEqual(self.results, [OK, BAD])
+
+
+class _NeverProbe:
+    """
+    A probe whose L{Deferred} never fires, not even when it is cancelled.
+
+    @ivar calls: The L{Deferred} of every probe started, in order.
+    """
+
+    timeout = 1.0
+
+    def __init__(self) -> None:
+        self.calls: list[Deferred[ProbeResult]] = []
+
+    def probe(self) -> Deferred[ProbeResult]:
+        d: Deferred[ProbeResult] = Deferred()
+        # A paused Deferred runs no callbacks, even after cancel().
+        d.pause()
+        self.calls.append(d)
+        return d
+
+
+class HealthCheckDeadlineTests(SynchronousTestCase):
+    """
+    Every probe of a L{HealthCheck} has a deadline that always fires.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.results: list[ProbeResult] = []
+
+    def start(self, probe: IHealthProbe, **kwargs: float) -> HealthCheck:
+        """
+        Start a check of C{probe} every 2 seconds, stopped at the end of the
+        test.
+        """
+        check = HealthCheck(self.clock, probe, 2.0, self.results.append, **kwargs)
+        check.startService()
+        self.addCleanup(lambda: check.stopService() if check.running else None)
+        return check
+
+    def test_deadlineIsAFailure(self) -> None:
+        """
+        A probe still pending at its deadline (the probe's C{timeout}) is
+        reported as a failure that says "timed out", is cancelled and is no
+        longer pending.
+        """
+        probe = _FakeProbe()
+        check = self.start(probe)
+        self.clock.advance(0.999)
+        self.assertEqual(self.results, [])
+        self.clock.advance(0.001)
+        self.assertEqual(
+            self.results, [ProbeResult(False, "timed out after 1.0s", 1.0)]
+        )
+        self.assertEqual(probe.cancelled, 1)
+        self.assertFalse(check.pending)
+
+    def test_probeThatNeverFires(self) -> None:
+        """
+        A probe whose L{Deferred} never fires, even when cancelled, does not
+        freeze the checks: each tick probes again, and each probe fails at
+        its deadline.
+        """
+        probe = _NeverProbe()
+        check = self.start(probe)
+        for _ in range(3):
+            self.clock.advance(1.0)
+            self.assertFalse(check.pending)
+            self.clock.advance(1.0)
+        self.assertEqual(len(probe.calls), 4)
+        self.assertEqual(
+            self.results, [ProbeResult(False, "timed out after 1.0s", 1.0)] * 3
+        )
+        self.assertTrue(check.pending)
+
+    def test_explicitTimeout(self) -> None:
+        """
+        A C{timeout} given to the check overrides the probe's own.
+        """
+        probe = _NeverProbe()
+        check = self.start(probe, timeout=0.25)
+        self.assertEqual(check.timeout, 0.25)
+        self.clock.advance(0.25)
+        self.assertEqual(
+            self.results, [ProbeResult(False, "timed out after 0.25s", 0.25)]
+        )
+
+    def test_lateResultIgnored(self) -> None:
+        """
+        What a probe reports after its deadline (here: a passed result when
+        it is cancelled) is ignored; the timeout is the only result.
+        """
+
+        @implementer(IHealthProbe)
+        class PassesWhenCancelled:
+            timeout = 1.0
+
+            def probe(self) -> Deferred[ProbeResult]:
+                return Deferred(lambda d: d.callback(OK))
+
+        check = self.start(PassesWhenCancelled())
+        self.clock.advance(1.0)
+        self.assertEqual(
+            self.results, [ProbeResult(False, "timed out after 1.0s", 1.0)]
+        )
+        self.assertFalse(check.pending)
+
+    def test_resultCancelsDeadline(self) -> None:
+        """
+        A probe that fires in time cancels its deadline: only the loop's
+        next tick stays scheduled.
+        """
+        probe = _FakeProbe()
+        self.start(probe)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 2)
+        probe.calls[0].callback(OK)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(5.0)
+        self.assertEqual(self.results, [OK])
+
+    def test_stopCancelsDeadline(self) -> None:
+        """
+        Stopping the check cancels the pending probe's deadline.
+        """
+        probe = _FakeProbe()
+        check = self.start(probe)
+        check.stopService()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.results, [])
+
+
+class HealthCheckLoopRestartTests(SynchronousTestCase):
+    """
+    A L{HealthCheck} whose looping call dies restarts it.
+    """
+
+    def test_loopRestarted(self) -> None:
+        """
+        A tick that raises (here: a probe that returns something other than
+        a L{Deferred}) is logged as an error with its traceback, and the
+        loop starts again one C{interval} later.
+        """
+        clock = Clock()
+        results: list[ProbeResult] = []
+        answers: list[object] = [None, succeed(OK), succeed(BAD)]
+
+        @implementer(IHealthProbe)
+        class Broken:
+            timeout = 1.0
+
+            def probe(self) -> Deferred[ProbeResult]:
+                return answers.pop(0)  # type: ignore[return-value]
+
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        check = HealthCheck(clock, Broken(), 2.0, results.append)
+        check.startService()
+        self.addCleanup(check.stopService)
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+        died = [e for e in events if "died" in e["log_format"]]
+        self.assertEqual(len(died), 1)
+        self.assertEqual(died[0]["log_level"], LogLevel.error)
+        self.assertIn("Traceback", died[0]["log_failure"].getTraceback())
+        self.assertEqual(results, [])
+        clock.advance(2.0)
+        self.assertEqual(results, [OK])
+        clock.advance(2.0)
+        self.assertEqual(results, [OK, BAD])
+        self.assertTrue(check.running)
 
 
 class ProbeForTests(SynchronousTestCase):
@@ -751,6 +937,8 @@ class HealthCheckPauseTests(SynchronousTestCase):
 
         @implementer(IHealthProbe)
         class Probe:
+            timeout = 1.0
+
             def probe(self) -> Deferred[ProbeResult]:
                 d: Deferred[ProbeResult] = Deferred()
                 probes.append(d)

@@ -89,6 +89,28 @@ class MainTests(SynchronousTestCase):
             ),
         )
 
+    def test_checkInvalidHealthKeys(self) -> None:
+        """
+        Bad values of C{passive_fall} and C{initial_state} are rejected with
+        an error naming the key.
+        """
+        for line, message in [
+            ("passive_fall = -1", "passive_fall must be an integer >= 0"),
+            ('initial_state = "sideways"', 'initial_state "sideways" is not one of'),
+        ]:
+            with self.subTest(line=line):
+                path = self.write(
+                    VALID.replace(
+                        '[[pool.backend]]\nurl = "http://127.0.0.1:9001"',
+                        f'[pool.health]\n{line}\n\n[[pool.backend]]\n'
+                        'url = "http://127.0.0.1:9001"',
+                        1,
+                    )
+                )
+                status, out, err = self.runMain("check", path)
+                self.assertEqual((status, out), (1, ""))
+                self.assertIn(f'pool "app" health: {message}', err)
+
     def test_checkUnreadable(self) -> None:
         """
         A missing file gives status 1 and says it cannot be read.

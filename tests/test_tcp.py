@@ -335,10 +335,10 @@ class RetryTests(SynchronousTestCase):
 
     def test_passiveHealth(self) -> None:
         """
-        Connection failures count toward C{fall}.
+        Connection failures count toward C{passive_fall}.
         """
         f = TCPFixture(
-            ports=(5432, 5434), health=HealthCheckConfig(check="none", fall=2)
+            ports=(5432, 5434), health=HealthCheckConfig(check="none", passive_fall=2)
         )
         for _ in range(2):
             f.connectClient()
