@@ -10,20 +10,22 @@ from __future__ import annotations
 import signal
 from typing import Any, Callable, Sequence
 
+from attrs import frozen
+
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.server import Site
-from twisted.web.iweb import IAgent
 
 from lbtwist.accesslog import openAccessLog
 from lbtwist.admin import adminResource
 from lbtwist.backend import Backend, BackendState, logStateChange
 from lbtwist.balancer import Balancer
-from lbtwist.config import Config, ConfigError, FrontendConfig, loadConfig
+from lbtwist.config import Config, ConfigError, FrontendConfig, PoolConfig, loadConfig
 from lbtwist.frontend import HTTPFrontend
 from lbtwist.health import HealthCheck, ProbeResult, healthAgent, probeFor
 from lbtwist.metrics import metricsRegistry
@@ -62,18 +64,23 @@ class FrontendListener(StreamServerEndpointService):
     a bind failure stops twistd from starting.
 
     @ivar frontend: The frontend's name.
+    @ivar description: The endpoint's description, as configured.
     """
 
     _raiseSynchronously = True
 
-    def __init__(self, frontend: str, endpoint: Any, factory: Any) -> None:
+    def __init__(
+        self, frontend: str, endpoint: Any, factory: Any, description: str = ""
+    ) -> None:
         """
         @param frontend: The frontend's name (for the log).
         @param endpoint: The server endpoint.
         @param factory: The protocol factory (a L{ProxySite}).
+        @param description: The endpoint's description, as configured.
         """
         super().__init__(endpoint, factory)
         self.frontend = frontend
+        self.description = description
 
     def privilegedStartService(self) -> None:
         """
@@ -106,24 +113,77 @@ def _isDisabled(backend: Backend) -> Callable[[], bool]:
     return lambda: backend.state is BackendState.DISABLED
 
 
-def _healthChecks(reactor: Any, pool: BackendPool, agent: IAgent) -> list[IService]:
-    checks: list[IService] = []
-    if pool.config.usesTLS:
-        # Probes of https:// backends verify them as requests do.
-        agent = healthAgent(reactor, pool.config)
-    for backend in pool.backends:
-        probe = probeFor(reactor, agent, pool.config, backend.config)
-        if probe is not None:
-            checks.append(
-                HealthCheck(
-                    reactor,
-                    probe,
-                    pool.config.health.interval,
-                    _recordCheck(reactor, backend),
-                    _isDisabled(backend),
-                )
-            )
-    return checks
+def _checkKey(pool: PoolConfig, backend: Backend) -> tuple[object, ...]:
+    """
+    What a backend's health check is made from: a running check is kept
+    across a reload while this stays the same.
+    """
+    return (pool.health, backend.config.url, pool.ca_file, pool.tls_verify)
+
+
+@frozen
+class _RunningCheck:
+    """
+    The health check running for one backend, and what it was made from.
+    """
+
+    backend: Backend
+    key: tuple[object, ...]
+    check: HealthCheck
+
+
+class ReloadError(Exception):
+    """
+    A reload failed before the switch; the running configuration is
+    untouched.
+    """
+
+
+class _Plan:
+    """
+    What a reload built and has not yet put in force.
+
+    @ivar config: The new configuration.
+    @ivar pools: The new pools by name (backends not yet adopted).
+    @ivar connections: The new upstream connection pools by pool name.
+    @ivar frontends: Every frontend's configuration, factory and stats.
+    @ivar created: The new listeners by frontend.
+    @ivar kept: The frontends that keep listening as they are.
+    @ivar bound: The new listeners started before the switch.
+    @ivar later: The new listeners started once the old ones stopped, as
+        they want an address an old one holds.
+    """
+
+    def __init__(self, config: Config) -> None:
+        """
+        @param config: The new configuration.
+        """
+        self.config = config
+        self.pools: dict[str, BackendPool] = {}
+        self.connections: dict[str, BackendConnections] = {}
+        self.frontends: dict[str, tuple[FrontendConfig, Any, FrontendStats]] = {}
+        self.created: dict[str, list[FrontendListener]] = {}
+        self.kept: set[str] = set()
+        self.bound: list[FrontendListener] = []
+        self.later: list[FrontendListener] = []
+
+
+def _logReloadFailure(reason: Failure) -> None:
+    """
+    Log why a reload failed: an invalid file in one line, anything else
+    with its traceback.
+    """
+    if reason.check(ConfigError):
+        _log.error(
+            "reload failed, the running configuration keeps serving: {error}",
+            error=reason.getErrorMessage(),
+        )
+    else:
+        _log.failure(
+            "reload failed, the running configuration keeps serving: {error}",
+            reason,
+            error=reason.getErrorMessage(),
+        )
 
 
 def withBacklog(description: str, backlog: int) -> str:
@@ -155,6 +215,7 @@ def _listeners(
                 description if backlog is None else withBacklog(description, backlog),
             ),
             factory,
+            description,
         )
         for description in listen
     ]
@@ -185,7 +246,11 @@ class LoadBalancer(MultiService):
     takes the new settings, so no connection is refused. Frontends added or
     removed start or stop listening. Requests and tunnels in flight finish on
     the objects they started with; new ones follow the new configuration at
-    once. The admin listener and the C{[settings]} are read at start only.
+    once. The health check of an adopted backend keeps running unless its
+    check settings changed. A reload is a transaction: everything is built
+    and new listeners bound before the switch, and a failure before it
+    leaves the running configuration untouched. Reloads never overlap. The
+    admin listener and the C{[settings]} are read at start only.
 
     @ivar config: The configuration in force.
     @ivar balancer: Pools and frontends, for the admin page and API.
@@ -208,7 +273,9 @@ class LoadBalancer(MultiService):
         self._probeAgent = healthAgent(reactor)
         self._connections: dict[str, BackendConnections] = {}
         self._pools: dict[str, BackendPool] = {}
-        self._checks: list[IService] = []
+        self._checks: dict[tuple[str, str], _RunningCheck] = {}
+        self._reloading = False
+        self._reloadWaiters: list[Deferred[None]] = []
         self._frontends: dict[str, tuple[FrontendConfig, Any, FrontendStats]] = {}
         self._listeners: dict[str, list[FrontendListener]] = {}
         self._drainable: list[Drainable] = []
@@ -223,8 +290,9 @@ class LoadBalancer(MultiService):
         ).setServiceParent(self)
         stateFile = None if settings.state_file is None else StateFile(settings.state_file)
         self.balancer = Balancer([], [], reactor, stateFile)
-        self._applyPools(config)
-        self._listeners = self._applyFrontends(config)[0]
+        plan = self._build(config)
+        self._commit(plan)
+        self._listeners = plan.created
         for listeners in self._listeners.values():
             for listener in listeners:
                 listener.setServiceParent(self)
@@ -254,125 +322,217 @@ class LoadBalancer(MultiService):
         )
         self._systemd.setServiceParent(self)
 
-    # Pools
+    # Building a configuration
 
-    def _applyPools(self, config: Config) -> None:
+    def _build(self, config: Config) -> _Plan:
         """
-        Build the pools of C{config}, adopting the running backends that
-        are still configured, and restart the health checks.
+        Build what C{config} needs and the running configuration does not
+        have: pools, connection pools, the factories and the (not yet
+        started) listeners of new or moved frontends. Nothing running is
+        changed; backends are adopted only by L{_commit}.
         """
         reactor = self._reactor
-        pools: dict[str, BackendPool] = {}
-        connections: dict[str, BackendConnections] = {}
+        plan = _Plan(config)
         for poolConfig in config.pools:
-            pool = pools[poolConfig.name] = BackendPool(poolConfig)
-            previous = self._pools.get(poolConfig.name)
-            if previous is not None:
-                pool.adopt(previous)
-            if poolConfig.usesTLS and not poolConfig.tls_verify:
-                _log.warn(
-                    "pool {pool}: tls_verify = false: the certificates of its "
-                    "https backends are not verified",
-                    pool=poolConfig.name,
-                )
+            plan.pools[poolConfig.name] = BackendPool(poolConfig)
             if poolConfig.mode == "http":
-                new = connections[poolConfig.name] = BackendConnections(
+                plan.connections[poolConfig.name] = BackendConnections(
                     reactor, poolConfig
                 )
-                running = self._connections.get(poolConfig.name)
-                if running is not None:
-                    new.adopt(running, pool.backends)
-        for check in self._checks:
-            check.disownServiceParent()
-        self._checks = [
-            check
-            for pool in pools.values()
-            for check in _healthChecks(reactor, pool, self._probeAgent)
-        ]
-        for check in self._checks:
-            check.setServiceParent(self)
-        for name, retired in self._connections.items():
-            if name not in connections:
-                retired.close()
-        self._connections = connections
-        self._pools.clear()
-        self._pools.update(pools)
-        self.balancer.pools.clear()
-        self.balancer.pools.update(pools)
-        self.balancer.applyState()
-
-    def _closeConnectionPools(self) -> Deferred[list[None]]:
-        return gatherResults(
-            [connections.close() for connections in self._connections.values()]
-        )
-
-    # Frontends
-
-    def _applyFrontends(
-        self, config: Config
-    ) -> tuple[dict[str, list[FrontendListener]], set[str]]:
-        """
-        Bring the frontends in line with C{config}: update those whose
-        endpoints, mode and TLS are unchanged in place, and build listeners
-        for the others (the caller starts them, and stops the listeners of
-        the frontends not kept).
-
-        @return: The new listeners by frontend, not yet started, and the
-            names of the frontends kept listening as they were.
-        """
-        reactor = self._reactor
-        frontends: dict[str, tuple[FrontendConfig, Any, FrontendStats]] = {}
-        created: dict[str, list[FrontendListener]] = {}
-        kept: set[str] = set()
         for frontend in config.frontends:
             previous = self._frontends.get(frontend.name)
-            if previous is not None and _sameListeners(previous[0], frontend):
-                _, factory, stats = previous
-                if frontend.mode == "tcp":
-                    factory.reconfigure(frontend, self._pools[frontend.pool])
-                else:
-                    factory.reconfigure(
-                        frontend, config.pool(frontend.pool).max_body_size
-                    )
-                    factory.resource = self._rootResource(factory)
-                frontends[frontend.name] = (frontend, factory, stats)
-                kept.add(frontend.name)
+            if (
+                previous is not None
+                and _sameListeners(previous[0], frontend)
+                and len(self._listeners.get(frontend.name, ())) == len(frontend.listen)
+            ):
+                plan.frontends[frontend.name] = (frontend, previous[1], previous[2])
+                plan.kept.add(frontend.name)
                 continue
             stats = FrontendStats()
-            factory = self._factoryFor(config, frontend, stats)
-            frontends[frontend.name] = (frontend, factory, stats)
-            created[frontend.name] = _listeners(
+            factory = self._factoryFor(
+                frontend, stats, plan.pools, plan.connections
+            )
+            plan.frontends[frontend.name] = (frontend, factory, stats)
+            plan.created[frontend.name] = _listeners(
                 reactor,
                 frontend.name,
                 frontend.listen,
                 _wrapped(reactor, frontend, factory),
                 frontend.backlog,
             )
-        self._frontends = frontends
-        self._drainable[:] = [factory for _, factory, _ in frontends.values()]
-        self.balancer.frontends[:] = [
-            (frontend, stats) for frontend, _, stats in frontends.values()
+        return plan
+
+    def _stale(self, plan: _Plan) -> list[FrontendListener]:
+        """
+        The running listeners that C{plan} does not keep.
+        """
+        return [
+            listener
+            for name, listeners in self._listeners.items()
+            if name not in plan.kept
+            for listener in listeners
         ]
-        return created, kept
+
+    def _bind(self, plan: _Plan) -> None:
+        """
+        Start listening with the new listeners of C{plan}, except those on
+        an address a listener to be stopped still holds (bound by
+        L{_bindAfterStop}).
+
+        @raise ReloadError: If one cannot listen; those started are then in
+            C{plan.bound}, for L{_release}.
+        """
+        held = {listener.description for listener in self._stale(plan)}
+        for name, listeners in plan.created.items():
+            for listener in listeners:
+                if listener.description in held:
+                    plan.later.append(listener)
+                    continue
+                plan.bound.append(listener)
+                try:
+                    listener.setServiceParent(self)
+                except Exception as e:
+                    raise ReloadError(
+                        f'frontend "{name}": cannot listen on '
+                        f"{listener.description}: {e}"
+                    ) from e
+
+    def _release(self, plan: _Plan) -> Deferred[None]:
+        """
+        Undo L{_build} and L{_bind} after a failure: stop the new listeners
+        and close the new connection pools.
+
+        @return: A L{Deferred} firing when the new listeners stopped.
+        """
+        stopping = [
+            maybeDeferred(listener.disownServiceParent) for listener in plan.bound
+        ]
+        for connections in plan.connections.values():
+            stopping.append(connections.close())
+        return gatherResults(stopping, consumeErrors=True).addBoth(lambda _: None)
+
+    def _commit(self, plan: _Plan) -> None:
+        """
+        Put C{plan} in force in one step: adopt the running backends and
+        their upstream connections, keep the health checks of adopted
+        backends whose check is unchanged, and switch pools and frontends.
+        """
+        for name, pool in plan.pools.items():
+            previous = self._pools.get(name)
+            if previous is not None:
+                pool.adopt(previous)
+            if pool.config.usesTLS and not pool.config.tls_verify:
+                _log.warn(
+                    "pool {pool}: tls_verify = false: the certificates of its "
+                    "https backends are not verified",
+                    pool=name,
+                )
+            new = plan.connections.get(name)
+            running = self._connections.get(name)
+            if new is not None and running is not None:
+                new.adopt(running, pool.backends)
+        for name, retired in self._connections.items():
+            if name not in plan.connections:
+                retired.close()
+        self._applyChecks(plan.pools)
+        self._connections = plan.connections
+        self._pools.clear()
+        self._pools.update(plan.pools)
+        self.balancer.pools.clear()
+        self.balancer.pools.update(plan.pools)
+        self.balancer.applyState()
+        for name in plan.kept:
+            frontend, factory, _ = plan.frontends[name]
+            if frontend.mode == "tcp":
+                factory.reconfigure(frontend, self._pools[frontend.pool])
+            else:
+                factory.reconfigure(
+                    frontend, plan.config.pool(frontend.pool).max_body_size
+                )
+                factory.resource = self._rootResource(
+                    factory, self._pools, self._connections
+                )
+        self._frontends = plan.frontends
+        self._drainable[:] = [factory for _, factory, _ in plan.frontends.values()]
+        self.balancer.frontends[:] = [
+            (frontend, stats) for frontend, _, stats in plan.frontends.values()
+        ]
+        self.config = plan.config
+
+    def _applyChecks(self, pools: dict[str, BackendPool]) -> None:
+        """
+        One health check per backend of C{pools}: an adopted backend whose
+        check settings and URL are unchanged keeps its running check; the
+        others get a new one; the checks of backends gone are stopped.
+        """
+        reactor = self._reactor
+        checks: dict[tuple[str, str], _RunningCheck] = {}
+        started: list[HealthCheck] = []
+        for pool in pools.values():
+            agent = self._probeAgent
+            if pool.config.usesTLS:
+                # Probes of https:// backends verify them as requests do.
+                agent = healthAgent(reactor, pool.config)
+            for backend in pool.backends:
+                slot = (pool.name, backend.name)
+                key = _checkKey(pool.config, backend)
+                running = self._checks.get(slot)
+                if running is not None and running.backend is backend and running.key == key:
+                    checks[slot] = running
+                    continue
+                probe = probeFor(reactor, agent, pool.config, backend.config)
+                if probe is None:
+                    continue
+                check = HealthCheck(
+                    reactor,
+                    probe,
+                    pool.config.health.interval,
+                    _recordCheck(reactor, backend),
+                    _isDisabled(backend),
+                )
+                checks[slot] = _RunningCheck(backend, key, check)
+                started.append(check)
+        for slot, running in self._checks.items():
+            if checks.get(slot) is not running:
+                running.check.disownServiceParent()
+        self._checks = checks
+        for check in started:
+            check.setServiceParent(self)
+
+    def _closeConnectionPools(self) -> Deferred[list[None]]:
+        return gatherResults(
+            [connections.close() for connections in self._connections.values()]
+        )
 
     def _factoryFor(
-        self, config: Config, frontend: FrontendConfig, stats: FrontendStats
+        self,
+        frontend: FrontendConfig,
+        stats: FrontendStats,
+        pools: dict[str, BackendPool],
+        connections: dict[str, BackendConnections],
     ) -> Any:
+        pool = pools[frontend.pool]
         if frontend.mode == "tcp":
             return TCPProxyFactory(
-                self._reactor, frontend, self._pools[frontend.pool], stats, self._accessLog
+                self._reactor, frontend, pool, stats, self._accessLog
             )
         site = HTTPFrontend(
             self._reactor,
             frontend,
-            config.pool(frontend.pool).max_body_size,
+            pool.config.max_body_size,
             stats,
             self._accessLog,
         )
-        site.resource = self._rootResource(site)
+        site.resource = self._rootResource(site, pools, connections)
         return site
 
-    def _rootResource(self, site: HTTPFrontend) -> PoolResource:
+    def _rootResource(
+        self,
+        site: HTTPFrontend,
+        pools: dict[str, BackendPool],
+        connections: dict[str, BackendConnections],
+    ) -> PoolResource:
         """
         The root resource of an HTTP frontend: its pool, forwarding with
         its policy and recording in its access log.
@@ -380,8 +540,8 @@ class LoadBalancer(MultiService):
         name = site.frontend.pool
         return PoolResource(
             self._reactor,
-            self._pools[name],
-            self._connections[name],
+            pools[name],
+            connections[name],
             site.policy,
             site.record,
         )
@@ -390,60 +550,88 @@ class LoadBalancer(MultiService):
 
     def reload(self) -> Deferred[None]:
         """
-        Re-read the configuration file and apply it; an invalid file is
-        logged and changes nothing.
+        Re-read the configuration file and apply it as one transaction:
+        build everything and bind the new listeners first, then switch; a
+        failure before the switch (an invalid file, a port that cannot be
+        bound) is logged and leaves the running configuration untouched.
 
-        @return: A L{Deferred} firing when the new configuration is in force.
+        Reloads never overlap: one asked for while another runs (a SIGHUP
+        while a listener stops) runs once after it, however many were asked
+        for meanwhile.
+
+        @return: A L{Deferred} firing with L{None} when the reload asked for
+            is done, whether it succeeded or not (a failure is logged).
         """
         source = self.config.source
         if source.startswith("<"):
             _log.warn("reload: nothing to re-read (configuration from {source})", source=source)
             return succeed(None)
-        try:
-            config = loadConfig(source)
-        except ConfigError as e:
-            _log.error(
-                "reload failed, the running configuration keeps serving: {error}",
-                error=str(e),
-            )
-            return succeed(None)
-        return self._systemd.reload(lambda: self._apply(config))
+        waiter: Deferred[None] = Deferred()
+        self._reloadWaiters.append(waiter)
+        if not self._reloading:
+            self._nextReload()
+        return waiter
 
-    def _apply(self, config: Config) -> Deferred[None]:
-        self._applyPools(config)
-        created, kept = self._applyFrontends(config)
-        stale = [
-            listener
-            for name, listeners in self._listeners.items()
-            if name not in kept
-            for listener in listeners
-        ]
-        # Stop listening where a frontend went away or moved before binding
-        # again, in case a new listener wants the same address.
+    def _nextReload(self) -> None:
+        """
+        Run one reload for everyone waiting, then one more if more asked
+        meanwhile.
+        """
+        self._reloading = True
+        waiters, self._reloadWaiters = self._reloadWaiters, []
+        reloaded = self._systemd.reload(self._reloadOnce)
+        reloaded.addErrback(_logReloadFailure)
+
+        def done(_: object) -> None:
+            for waiter in waiters:
+                waiter.callback(None)
+            if self._reloadWaiters:
+                self._nextReload()
+            else:
+                self._reloading = False
+
+        reloaded.addCallback(done)
+
+    def _reloadOnce(self) -> Deferred[None]:
+        config = loadConfig(self.config.source)
+        plan = self._build(config)
+        try:
+            self._bind(plan)
+        except ReloadError:
+            # Captured here, the traceback shows where listening failed.
+            failure = Failure()
+            released = self._release(plan)
+            released.addCallback(lambda _: failure)
+            return released
+        stale = self._stale(plan)
+        listeners = {name: self._listeners[name] for name in plan.kept}
+        for listener in plan.bound:
+            listeners.setdefault(listener.frontend, []).append(listener)
+        self._commit(plan)
+        self._listeners = listeners
+        # Stop listening where a frontend went away or moved; a new listener
+        # on an address an old one held binds once that one stopped.
         stopped = gatherResults(
             [maybeDeferred(listener.disownServiceParent) for listener in stale]
         )
 
-        def start(_: object) -> None:
-            listeners = {name: self._listeners[name] for name in kept}
-            for name, new in created.items():
-                for listener in new:
-                    try:
-                        listener.setServiceParent(self)
-                    except Exception as e:
-                        _log.error(
-                            "reload: frontend {frontend} cannot listen: {error}",
-                            frontend=name,
-                            error=str(e),
-                        )
-                        listener.disownServiceParent()
-                    else:
-                        listeners.setdefault(name, []).append(listener)
-            self._listeners = listeners
-            self.config = config
+        def bindAfterStop(_: object) -> None:
+            for listener in plan.later:
+                try:
+                    listener.setServiceParent(self)
+                except Exception as e:
+                    _log.error(
+                        "reload: frontend {frontend} cannot listen on {address}: {error}",
+                        frontend=listener.frontend,
+                        address=listener.description,
+                        error=str(e),
+                    )
+                    listener.disownServiceParent()
+                else:
+                    self._listeners.setdefault(listener.frontend, []).append(listener)
             _log.info("configuration reloaded: {summary}", summary=config.summary())
 
-        return stopped.addCallback(start)
+        return stopped.addCallback(bindAfterStop)
 
     # Signals
 

@@ -387,7 +387,7 @@ class SystemdService(Service):
         def done(result: Any) -> Any:
             if isinstance(result, Failure):
                 self.notifier.ready(
-                    "reload failed, configuration unchanged: %s"
+                    "reload failed: %s"
                     % (result.getErrorMessage(),)
                 )
             else:

@@ -643,7 +643,7 @@ class SystemdServiceTests(SynchronousTestCase):
         self.assertEqual(len(received), 2)
         self.assertEqual(
             received[1],
-            b"READY=1\nSTATUS=reload failed, configuration unchanged: "
+            b"READY=1\nSTATUS=reload failed: "
             b'pool "app": bad weight\n',
         )
         self.failureResultOf(result, ValueError)
