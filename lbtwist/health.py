@@ -26,7 +26,7 @@ from twisted.application.service import Service
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import maybeDeferred, succeed
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
@@ -69,6 +69,7 @@ __all__ = [
     "HTTPProbe",
     "TCPProbe",
     "HealthCheck",
+    "probeOnce",
     "probeFor",
     "healthAgent",
 ]
@@ -714,6 +715,35 @@ class HealthCheck(Service):
                 probe=self.probe,
                 detail=result.detail,
             )
+
+
+def probeOnce(
+    clock: IReactorTime, probe: IHealthProbe, timeout: float | None = None
+) -> Deferred[ProbeResult]:
+    """
+    Run C{probe} once, with a deadline that always fires.
+
+    @param clock: Schedules the deadline and measures the duration.
+    @param probe: The probe to run.
+    @param timeout: The deadline in seconds; by default the probe's own
+        C{timeout}.
+    @return: A L{Deferred} that never fails and fires with the probe's
+        L{ProbeResult}, or with a failed one saying "timed out" when the
+        deadline passed first (the probe is then cancelled).
+    """
+    deadline: float = probe.timeout if timeout is None else timeout
+    started = clock.seconds()
+
+    def failed(reason: Failure) -> ProbeResult:
+        return ProbeResult(
+            False, _describeFailure(reason, deadline), clock.seconds() - started
+        )
+
+    try:
+        d = probe.probe()
+    except Exception:
+        return succeed(failed(Failure()))
+    return d.addTimeout(deadline, clock, _timedOut).addErrback(failed)
 
 
 def probeFor(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 from typing import Any, Callable, Sequence
 
-from attrs import frozen
+from attrs import evolve, fields, frozen
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
@@ -25,9 +25,17 @@ from lbtwist.accesslog import openAccessLog
 from lbtwist.admin import adminResource
 from lbtwist.backend import Backend, BackendState, logStateChange
 from lbtwist.balancer import Balancer
-from lbtwist.config import Config, ConfigError, FrontendConfig, PoolConfig, loadConfig
+from lbtwist.config import (
+    AdminConfig,
+    Config,
+    ConfigError,
+    FrontendConfig,
+    PoolConfig,
+    SettingsConfig,
+    loadConfig,
+)
 from lbtwist.frontend import HTTPFrontend
-from lbtwist.health import HealthCheck, ProbeResult, healthAgent, probeFor
+from lbtwist.health import HealthCheck, ProbeResult, healthAgent, probeFor, probeOnce
 from lbtwist.metrics import metricsRegistry
 from lbtwist.pool import BackendPool
 from lbtwist.proxyheader import ProxyHeaderWrappingFactory
@@ -119,6 +127,51 @@ def _checkKey(pool: PoolConfig, backend: Backend) -> tuple[object, ...]:
     across a reload while this stays the same.
     """
     return (pool.health, backend.config.url, pool.ca_file, pool.tls_verify)
+
+
+def _isAdopted(backend: Backend, previous: BackendPool | None) -> bool:
+    """
+    Whether a reload adopts a running backend for C{backend}: the same pool
+    had one with the same name and URL (see L{BackendPool.adopt}).
+    """
+    if previous is None:
+        return False
+    try:
+        running = previous.backend(backend.name)
+    except KeyError:
+        return False
+    return running.config.url == backend.config.url
+
+
+def _restartOnly(running: Config, new: Config) -> list[str]:
+    """
+    Describe the changes from C{running} to C{new} that a reload does not
+    apply: the C{[admin]} listener and the C{[settings]}, one line a key.
+    """
+    changes: list[str] = []
+    if running.admin is None or new.admin is None:
+        if running.admin != new.admin:
+            changes.append(
+                "[admin] added" if running.admin is None else "[admin] removed"
+            )
+    else:
+        for field in fields(AdminConfig):
+            before = getattr(running.admin, field.name)
+            after = getattr(new.admin, field.name)
+            if before == after:
+                continue
+            if field.name == "token":
+                changes.append("[admin] token changed")
+            else:
+                changes.append(
+                    f"[admin] {field.name} changed from {before!r} to {after!r}"
+                )
+    for field in fields(SettingsConfig):
+        before = getattr(running.settings, field.name)
+        after = getattr(new.settings, field.name)
+        if before != after:
+            changes.append(f"[settings] {field.name} changed from {before!r} to {after!r}")
+    return changes
 
 
 @frozen
@@ -247,10 +300,14 @@ class LoadBalancer(MultiService):
     removed start or stop listening. Requests and tunnels in flight finish on
     the objects they started with; new ones follow the new configuration at
     once. The health check of an adopted backend keeps running unless its
-    check settings changed. A reload is a transaction: everything is built
-    and new listeners bound before the switch, and a failure before it
-    leaves the running configuration untouched. Reloads never overlap. The
-    admin listener and the C{[settings]} are read at start only.
+    check settings changed. A reload is a transaction: everything is built,
+    new listeners bound and the first health check of every new backend
+    run (bounded by its pool's C{timeout}) before the switch, and a failure
+    before it leaves the running configuration untouched. Reloads never
+    overlap. Retired pools and frontends stay visible to graceful shutdown
+    until their work in flight is done. The admin listener and the
+    C{[settings]} are read at start only: a reload that changes them logs a
+    warning per key and keeps the running values.
 
     @ivar config: The configuration in force.
     @ivar balancer: Pools and frontends, for the admin page and API.
@@ -279,13 +336,18 @@ class LoadBalancer(MultiService):
         self._frontends: dict[str, tuple[FrontendConfig, Any, FrontendStats]] = {}
         self._listeners: dict[str, list[FrontendListener]] = {}
         self._drainable: list[Drainable] = []
+        # What graceful shutdown counts: the pools in force, then retired
+        # ones with work in flight.
+        self._drainPools: list[BackendPool] = []
+        self._retiredPools: list[BackendPool] = []
+        self._retiredFrontends: list[Drainable] = []
         self._cleanUp: list[Callable[[], object]] = []
         # First child: stopped after the listeners, so it drains what is left.
         GracefulShutdown(
             reactor,
             settings.grace_period,
             self._drainable,
-            self._pools.values(),
+            self._drainPools,
             self._cleanUp,
         ).setServiceParent(self)
         stateFile = None if settings.state_file is None else StateFile(settings.state_file)
@@ -435,6 +497,7 @@ class LoadBalancer(MultiService):
         for name, retired in self._connections.items():
             if name not in plan.connections:
                 retired.close()
+        self._retire(plan)
         self._applyChecks(plan.pools)
         self._connections = plan.connections
         self._pools.clear()
@@ -454,11 +517,84 @@ class LoadBalancer(MultiService):
                     factory, self._pools, self._connections
                 )
         self._frontends = plan.frontends
-        self._drainable[:] = [factory for _, factory, _ in plan.frontends.values()]
+        self._drainable[:] = [
+            factory for _, factory, _ in plan.frontends.values()
+        ] + self._retiredFrontends
         self.balancer.frontends[:] = [
             (frontend, stats) for frontend, _, stats in plan.frontends.values()
         ]
         self.config = plan.config
+
+    def _retire(self, plan: _Plan) -> None:
+        """
+        Keep the pools and frontends C{plan} replaces while they have work
+        in flight, so that graceful shutdown drains and aborts it too, and
+        forget those retired earlier that are now idle.
+
+        Called by L{_commit} once backends are adopted.
+        """
+        current = {b for pool in plan.pools.values() for b in pool.backends}
+        self._retiredPools = [
+            pool
+            for pool in self._retiredPools + list(self._pools.values())
+            if any(b.active for b in pool.backends if b not in current)
+        ]
+        self._retiredFrontends = [
+            factory
+            for factory in self._retiredFrontends
+            + [
+                factory
+                for name, (_, factory, _) in self._frontends.items()
+                if name not in plan.kept
+            ]
+            if factory.openConnections()
+        ]
+        self._drainPools[:] = list(plan.pools.values()) + self._retiredPools
+
+    def _firstChecks(self, plan: _Plan) -> Deferred[None]:
+        """
+        Run the first health check of every new backend of C{plan} (not
+        adopted from the running configuration) whose pool checks actively
+        and starts its backends down, each bounded by the pool's C{timeout},
+        and record the results: a backend that passes is up at the switch;
+        one that fails or times out is down.
+
+        @return: A L{Deferred} that never fails and fires when every such
+            check has a result.
+        """
+        reactor = self._reactor
+        checking: list[Deferred[None]] = []
+        for name, pool in plan.pools.items():
+            health = pool.config.health
+            if health.check == "none" or health.initial_state == "up":
+                continue
+            previous = self._pools.get(name)
+            agent = self._agentFor(pool.config)
+            for backend in pool.backends:
+                if _isAdopted(backend, previous):
+                    continue
+                probe = probeFor(reactor, agent, pool.config, backend.config)
+                if probe is None:
+                    continue
+                checking.append(
+                    probeOnce(reactor, probe, health.timeout).addCallback(
+                        _recordCheck(reactor, backend)
+                    )
+                )
+        done = gatherResults(checking, consumeErrors=True)
+        done.addErrback(
+            lambda reason: _log.failure("reload: recording a first health check", reason)
+        )
+        return done.addCallback(lambda _: None)
+
+    def _agentFor(self, pool: PoolConfig) -> Any:
+        """
+        The agent that sends the HTTP health probes of C{pool}: probes of
+        https:// backends verify them as requests do.
+        """
+        if pool.usesTLS:
+            return healthAgent(self._reactor, pool)
+        return self._probeAgent
 
     def _applyChecks(self, pools: dict[str, BackendPool]) -> None:
         """
@@ -470,10 +606,7 @@ class LoadBalancer(MultiService):
         checks: dict[tuple[str, str], _RunningCheck] = {}
         started: list[HealthCheck] = []
         for pool in pools.values():
-            agent = self._probeAgent
-            if pool.config.usesTLS:
-                # Probes of https:// backends verify them as requests do.
-                agent = healthAgent(reactor, pool.config)
+            agent = self._agentFor(pool.config)
             for backend in pool.backends:
                 slot = (pool.name, backend.name)
                 key = _checkKey(pool.config, backend)
@@ -594,6 +727,9 @@ class LoadBalancer(MultiService):
 
     def _reloadOnce(self) -> Deferred[None]:
         config = loadConfig(self.config.source)
+        restartOnly = _restartOnly(self.config, config)
+        # The admin listener and the settings keep their running values.
+        config = evolve(config, admin=self.config.admin, settings=self.config.settings)
         plan = self._build(config)
         try:
             self._bind(plan)
@@ -603,6 +739,23 @@ class LoadBalancer(MultiService):
             released = self._release(plan)
             released.addCallback(lambda _: failure)
             return released
+        checked = self._firstChecks(plan)
+        checked.addCallback(lambda _: self._switch(plan, restartOnly))
+        return checked
+
+    def _switch(self, plan: _Plan, restartOnly: Sequence[str]) -> Deferred[None]:
+        """
+        Put C{plan}, built and bound, in force; stop the listeners it does
+        not keep and bind those that waited for them.
+
+        @param restartOnly: The changes this reload does not apply, each
+            logged as a warning.
+        """
+        config = plan.config
+        for change in restartOnly:
+            _log.warn(
+                "reload: {change}; it takes effect after a restart", change=change
+            )
         stale = self._stale(plan)
         listeners = {name: self._listeners[name] for name in plan.kept}
         for listener in plan.bound:
@@ -631,7 +784,7 @@ class LoadBalancer(MultiService):
                     self._listeners.setdefault(listener.frontend, []).append(listener)
             _log.info("configuration reloaded: {summary}", summary=config.summary())
 
-        return stopped.addCallback(bindAfterStop)
+        return stopped.addCallback(bindAfterStop).addCallback(lambda _: None)
 
     # Signals
 

@@ -79,9 +79,11 @@ class GracefulShutdown(Service):
         """
         @param clock: The reactor's clock.
         @param gracePeriod: Seconds allowed for the drain.
-        @param frontends: The frontends' factories.
+        @param frontends: The frontends' factories, including those retired
+            by a reload while they still have open connections.
         @param pools: The pools, whose backends count requests and tunnels
-            in flight.
+            in flight: those in force and those retired by a reload with
+            work still in flight (a backend in several counts once).
         @param cleanUp: Steps run after the drain, in order; each may
             return a L{Deferred}.
         """
@@ -96,7 +98,10 @@ class GracefulShutdown(Service):
         @return: The requests and tunnels in flight and the client
             connections open.
         """
-        active = sum(b.active for pool in self._pools for b in pool.backends)
+        # A backend adopted by a reload is in a retired pool and in the one
+        # in force: count it once.
+        backends = {b for pool in self._pools for b in pool.backends}
+        active = sum(b.active for b in backends)
         connections = sum(f.openConnections() for f in self._frontends)
         return active, connections
 

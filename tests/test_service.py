@@ -13,10 +13,14 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+from lbtwist import service
 from lbtwist.backend import BackendState
 from lbtwist.config import loadConfig
-from lbtwist.health import HealthCheck
+from lbtwist.health import HealthCheck, ProbeResult
 from lbtwist.service import FrontendListener, LoadBalancer, ReloadError
+from lbtwist.shutdown import GracefulShutdown
 
 CONFIG = """
 [[frontend]]
@@ -156,7 +160,11 @@ class ReloadTransactionTests(SynchronousTestCase):
 
     def reload(self, lb: LoadBalancer, content: str) -> None:
         Path(self.path).write_text(content)
-        self.successResultOf(lb.reload())
+        reloaded = lb.reload()
+        # First checks of new backends never connect on a memory reactor:
+        # they time out.
+        self.reactor.advance(5.0)
+        self.successResultOf(reloaded)
 
     def test_adoptedBackendsKeepTheirChecks(self) -> None:
         """
@@ -240,3 +248,141 @@ class ReloadTransactionTests(SynchronousTestCase):
         self.assertEqual(new.description, "tcp:8082")
         self.assertTrue(new.running)
         self.assertFalse(old.running)
+
+
+class _ScriptedProbe:
+    """
+    A health probe whose results a test gives.
+    """
+
+    timeout = 1.0
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.pending: list[Deferred[ProbeResult]] = []
+
+    def probe(self) -> Deferred[ProbeResult]:
+        d: Deferred[ProbeResult] = Deferred()
+        self.pending.append(d)
+        return d
+
+
+class ReloadFirstChecksTests(SynchronousTestCase):
+    """
+    A reload runs the first health check of new backends before the switch,
+    bounded by the pool's C{timeout}; retired work stays visible to graceful
+    shutdown; C{[admin]} and C{[settings]} changes are reported, not applied.
+    """
+
+    def setUp(self) -> None:
+        self.path = self.mktemp() + ".toml"
+        self.reactor = MemoryReactorClock()
+        self.probes: dict[int, _ScriptedProbe] = {}
+
+        def fakeProbeFor(reactor: Any, agent: Any, pool: Any, backend: Any) -> Any:
+            if pool.health.check == "none":
+                return None
+            return self.probes.setdefault(backend.port, _ScriptedProbe(backend.port))
+
+        self.patch(service, "probeFor", fakeProbeFor)
+
+    def start(self, content: str) -> LoadBalancer:
+        Path(self.path).write_text(content)
+        lb = LoadBalancer(loadConfig(self.path), self.reactor)
+        lb.privilegedStartService()
+        lb.startService()
+        self.addCleanup(lb.stopService)
+        return lb
+
+    def test_firstChecksAwaitedBeforeSwitch(self) -> None:
+        """
+        The switch waits for the first check of each new backend (not of
+        adopted ones); a backend that passed it is up at the switch.
+        """
+        lb = self.start(text([("a", 9001)], health=TCP_CHECK))
+        old = lb.balancer.pools["app"]
+        self.probes[9001].pending.clear()
+        Path(self.path).write_text(text([("a", 9001), ("c", 9003)], health=TCP_CHECK))
+        reloaded = lb.reload()
+        self.assertNoResult(reloaded)
+        self.assertIs(lb.balancer.pools["app"], old)
+        self.assertEqual(self.probes[9001].pending, [])
+        [first] = self.probes[9003].pending
+        first.callback(ProbeResult(True, "connected", 0.01))
+        self.successResultOf(reloaded)
+        pool = lb.balancer.pools["app"]
+        self.assertIsNot(pool, old)
+        self.assertIs(pool.backend("c").state, BackendState.UP)
+
+    def test_firstCheckBoundedByTimeout(self) -> None:
+        """
+        A first check that does not answer within the pool's C{timeout}
+        counts as failed: the switch happens and the backend is down.
+        """
+        lb = self.start(text([("a", 9001)], health=TCP_CHECK + "\ntimeout = 0.5"))
+        Path(self.path).write_text(text([("c", 9003)], health=TCP_CHECK + "\ntimeout = 0.5"))
+        reloaded = lb.reload()
+        self.reactor.advance(0.4)
+        self.assertNoResult(reloaded)
+        self.reactor.advance(0.2)
+        self.successResultOf(reloaded)
+        backend = lb.balancer.pools["app"].backend("c")
+        self.assertIs(backend.state, BackendState.DOWN)
+        self.assertIn("timed out", backend.lastCheckDetail)
+
+    def test_initialStateUpSkipsFirstChecks(self) -> None:
+        """
+        With C{initial_state = "up"} the switch does not wait for checks.
+        """
+        health = TCP_CHECK + '\ninitial_state = "up"'
+        lb = self.start(text([("a", 9001)], health=health))
+        Path(self.path).write_text(text([("c", 9003)], health=health))
+        self.successResultOf(lb.reload())
+        self.assertIs(lb.balancer.pools["app"].backend("c").state, BackendState.UP)
+
+    def test_retiredWorkCountedByShutdown(self) -> None:
+        """
+        Requests in flight on a retired pool and connections open on a
+        retired frontend count for graceful shutdown until they are done.
+        """
+        lb = self.start(text([("a", 9001)]))
+        [shutdown] = [s for s in lb if isinstance(s, GracefulShutdown)]
+        lb.balancer.pools["app"].backend("a").active = 1
+        oldFactory = lb._frontends["web"][1]
+        self.patch(oldFactory, "openConnections", lambda: 2)
+        Path(self.path).write_text(text([("b", 9002)], listen="tcp:8081"))
+        self.successResultOf(lb.reload())
+        self.assertEqual(shutdown.inFlight(), (1, 2))
+        self.assertIn(oldFactory, lb._drainable)
+        self.patch(oldFactory, "openConnections", lambda: 0)
+        Path(self.path).write_text(text([("c", 9003)], listen="tcp:8081"))
+        self.successResultOf(lb.reload())
+        self.assertEqual(shutdown.inFlight(), (1, 0))
+        self.assertNotIn(oldFactory, lb._drainable)
+        self.assertEqual(len(lb._drainPools), 2)
+
+    def test_restartOnlyChangesWarned(self) -> None:
+        """
+        A reload that changes C{[settings]} or C{[admin]} logs one warning
+        per key and keeps the running values.
+        """
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        lb = self.start(text([("a", 9001)]))
+        settings = '[settings]\ngrace_period = 5.0\naccess_log_format = "json"\n'
+        Path(self.path).write_text(settings + text([("b", 9002)]))
+        self.successResultOf(lb.reload())
+        messages = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn]
+        self.assertIn(
+            "reload: [settings] grace_period changed from 10.0 to 5.0; "
+            "it takes effect after a restart",
+            messages,
+        )
+        self.assertIn(
+            "reload: [settings] access_log_format changed from 'combined' to "
+            "'json'; it takes effect after a restart",
+            messages,
+        )
+        self.assertEqual(lb.config.settings.grace_period, 10.0)
+        self.assertEqual([b.name for b in lb.balancer.pools["app"].backends], ["b"])
