@@ -46,7 +46,7 @@ class SocketWriter:
             self._send = transport.getHandle().send
             # Several small writes per message (a head, then a body) must
             # not wait for each other's acknowledgement (Nagle).
-            pass  # transport.setTcpNoDelay(True)
+            transport.setTcpNoDelay(True)
 
     @property
     def direct(self) -> bool:
