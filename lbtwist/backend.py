@@ -14,6 +14,7 @@ L{logStateChange}.
 from __future__ import annotations
 
 import enum
+from collections import deque
 
 from attrs import frozen
 from twisted.logger import Logger
@@ -21,7 +22,19 @@ from twisted.logger import Logger
 from lbtwist.config import BackendConfig, HealthCheckConfig
 from lbtwist.stats import BackendStats
 
-__all__ = ["BackendState", "StateChange", "logStateChange", "Backend"]
+__all__ = [
+    "BackendState",
+    "CheckRecord",
+    "StateChange",
+    "logStateChange",
+    "Backend",
+    "CHECK_HISTORY",
+]
+
+CHECK_HISTORY = 10
+"""
+How many active check results a backend remembers (L{Backend.checkHistory}).
+"""
 
 _log = Logger()
 
@@ -35,6 +48,21 @@ class BackendState(enum.Enum):
     DOWN = "down"
     DRAINING = "draining"
     DISABLED = "disabled"
+
+
+@frozen
+class CheckRecord:
+    """
+    The result of one active health check.
+
+    @ivar at: When the check finished.
+    @ivar ok: Whether it passed.
+    @ivar detail: What it saw, e.g. C{"HTTP 200"} or C{"connection refused"}.
+    """
+
+    at: float
+    ok: bool
+    detail: str
 
 
 @frozen
@@ -122,6 +150,10 @@ class Backend:
     @ivar lastCheckDetail: What the last active check saw, e.g.
         C{"HTTP 200"}.
     @ivar lastCheckAt: When the last active check finished, or L{None}.
+    @ivar checkHistory: The last L{CHECK_HISTORY} active check results,
+        oldest first.
+    @ivar stateSince: When the backend entered its current state (its
+        creation counts), or L{None} if that time was not given.
     """
 
     def __init__(
@@ -130,6 +162,7 @@ class Backend:
         pool: str,
         health: HealthCheckConfig,
         cooldown: float,
+        now: float | None = None,
     ) -> None:
         """
         @param config: The backend's configuration.
@@ -138,6 +171,7 @@ class Backend:
             C{fall}, C{passive_fall}, C{initial_state}).
         @param cooldown: With C{check = "none"}, how many seconds a
             passively failed backend is skipped before it is tried again.
+        @param now: The current time, the start of the initial state.
         """
         self.config = config
         self.pool = pool
@@ -150,6 +184,8 @@ class Backend:
         self.lastCheckOk: bool | None = None
         self.lastCheckDetail = ""
         self.lastCheckAt: float | None = None
+        self.checkHistory: deque[CheckRecord] = deque(maxlen=CHECK_HISTORY)
+        self.stateSince = now
         self.stats = BackendStats()
         self.downSince: float | None = None
         self._health = health
@@ -175,6 +211,16 @@ class Backend:
         @return: The pool, name, address and state, for debugging.
         """
         return f"<Backend {self.pool}/{self.name} {self.address} {self.state.value}>"
+
+    @property
+    def label(self) -> str:
+        """
+        How log lines name this backend: C{"app/one (127.0.0.1:9102)"}, or
+        C{"app/127.0.0.1:9102"} when its name is its address.
+        """
+        if self.name == self.address:
+            return f"{self.pool}/{self.address}"
+        return f"{self.pool}/{self.name} ({self.address})"
 
     def reconfigure(
         self, config: BackendConfig, health: HealthCheckConfig, cooldown: float
@@ -223,6 +269,7 @@ class Backend:
         @return: The resulting state change, if any.
         """
         self.lastCheckOk, self.lastCheckDetail, self.lastCheckAt = ok, detail, now
+        self.checkHistory.append(CheckRecord(at=now, ok=ok, detail=detail))
         if not ok:
             self._checkSuccesses = 0
             self._checkFailures += 1
@@ -313,6 +360,7 @@ class Backend:
         if new is old:
             return None
         self.state, self.reason = new, reason
+        self.stateSince = now
         self.downSince = now if new is BackendState.DOWN else None
         if new is BackendState.DOWN:
             # Coming back takes rise passed checks from now on.

@@ -10,7 +10,14 @@ from typing import cast
 from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from lbtwist.backend import Backend, BackendState, StateChange, logStateChange
+from lbtwist.backend import (
+    CHECK_HISTORY,
+    Backend,
+    BackendState,
+    CheckRecord,
+    StateChange,
+    logStateChange,
+)
 from lbtwist.config import BackendConfig, HealthCheckConfig
 
 UP = BackendState.UP
@@ -607,3 +614,55 @@ class LogStateChangeTests(SynchronousTestCase):
                     formatEvent(event),
                     f"backend app/127.0.0.1:9001 is {new.value}: why",
                 )
+
+
+class BackendRecordTests(SynchronousTestCase):
+    """
+    What a backend remembers for the stats page: check history, time of the
+    last state change, and the label log lines use.
+    """
+
+    def _backend(self, name: str | None = None) -> Backend:
+        config = BackendConfig(
+            url="http://127.0.0.1:9102",
+            scheme="http",
+            host="127.0.0.1",
+            port=9102,
+            **({} if name is None else {"name": name}),
+        )
+        return Backend(config, "app", HealthCheckConfig(), cooldown=5.0, now=100.0)
+
+    def test_checkHistoryKeepsTheLastTen(self) -> None:
+        """
+        Only the last L{CHECK_HISTORY} check results are kept, oldest first.
+        """
+        backend = self._backend()
+        for i in range(CHECK_HISTORY + 3):
+            backend.checkResult(i % 2 == 0, f"check {i}", float(i))
+        self.assertEqual(
+            [record.detail for record in backend.checkHistory],
+            [f"check {i}" for i in range(3, CHECK_HISTORY + 3)],
+        )
+        self.assertEqual(
+            backend.checkHistory[-1], CheckRecord(at=12.0, ok=True, detail="check 12")
+        )
+
+    def test_stateSinceFollowsStateChanges(self) -> None:
+        """
+        C{stateSince} starts at creation and moves with every state change,
+        not with checks that change nothing.
+        """
+        backend = self._backend()
+        self.assertEqual(backend.stateSince, 100.0)
+        backend.checkResult(False, "connection refused", 101.0)
+        self.assertEqual(backend.stateSince, 100.0)
+        backend.checkResult(True, "TCP connect", 102.0)
+        self.assertEqual(backend.stateSince, 102.0)
+
+    def test_labelNamesPoolNameAndAddress(self) -> None:
+        """
+        A named backend's label carries its address in parentheses; one
+        named by its address shows it once.
+        """
+        self.assertEqual(self._backend("one").label, "app/one (127.0.0.1:9102)")
+        self.assertEqual(self._backend().label, "app/127.0.0.1:9102")
