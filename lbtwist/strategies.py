@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable, Mapping, Sequence
 
-from zope.interface import Interface, implementer
+from zope.interface import Attribute, Interface, implementer
 
 from lbtwist.backend import Backend
 
@@ -28,6 +28,10 @@ class IStrategy(Interface):
     """
     A way to choose the backend for the next request.
     """
+
+    usesWeights = Attribute(
+        "Whether the choice depends on the backends' C{weight} (a C{bool})."
+    )
 
     def pick(
         backends: Sequence[Backend], eligible: Callable[[Backend], bool]
@@ -58,7 +62,10 @@ def _rotated(backends: Sequence[Backend], start: int) -> list[tuple[int, Backend
 class RoundRobin:
     """
     Each eligible backend in turn, in pool order, skipping ineligible ones.
+    Weights are ignored.
     """
+
+    usesWeights = False
 
     def __init__(self) -> None:
         """
@@ -98,6 +105,8 @@ class WeightedRoundRobin:
     An ineligible backend is skipped and its current weight left as it is.
     """
 
+    usesWeights = True
+
     def __init__(self) -> None:
         """
         Start with every current weight at zero.
@@ -134,6 +143,8 @@ class LeastConnections:
     The eligible backend with the fewest requests in flight for its weight
     (least C{active / weight}); ties are broken round robin.
     """
+
+    usesWeights = True
 
     def __init__(self) -> None:
         """

@@ -7,6 +7,7 @@ Tests for L{lbtwist.admin}: every endpoint and error, through L{StubTreq}
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from treq.testing import StubTreq
@@ -178,24 +179,26 @@ class StatsPageTests(AdminTestCase):
         self.balancer.drain("app", "a")
         self.balancer.disable("app", "b")
         page = self.request("GET", "/").body.decode()
-        self.assertIn('<td class="state draining">draining<span', page)
-        self.assertIn('<td class="state disabled">disabled<span', page)
+        self.assertIn('<td class="state draining"><span class="runtime"', page)
+        self.assertIn('<td class="state disabled"><span class="runtime"', page)
         self.assertIn('<td class="state up">up<span', page)
-        self.assertIn(
-            '<form method="post" action="/pools/app/backends/a/drain">'
-            '<button type="submit" disabled>Drain</button></form>',
-            page,
-        )
-        self.assertIn(
-            '<form method="post" action="/pools/app/backends/a/enable">'
-            '<button type="submit">Enable</button></form>',
-            page,
-        )
-        self.assertIn(
-            '<form method="post" action="/pools/app/backends/c/enable">'
-            '<button type="submit" disabled>Enable</button></form>',
-            page,
-        )
+
+        def button(backend: str, action: str, disabled: bool) -> str:
+            return (
+                f'<form method="post" action="/pools/app/backends/{backend}/'
+                f'{action}"><button type="submit" title="[^"]*"'
+                f'{" disabled" if disabled else ""}>'
+                f"{action.capitalize()}</button></form>"
+            )
+
+        for backend, action, disabled in [
+            ("a", "drain", True),
+            ("a", "enable", False),
+            ("a", "reset", False),
+            ("c", "enable", True),
+            ("c", "reset", True),
+        ]:
+            self.assertRegex(page, button(backend, action, disabled))
 
     def test_latencyAndChecks(self) -> None:
         """
@@ -205,14 +208,15 @@ class StatsPageTests(AdminTestCase):
         """
         backend = self.balancer.backend("app", "a")
         backend.stats.recordResponse(200, 0.01234, self.clock.seconds())
-        backend.lastCheckOk, backend.lastCheckDetail = False, "HTTP 500"
-        backend.lastCheckAt = self.clock.seconds() - 3
+        backend.checkResult(False, "HTTP 500", self.clock.seconds() - 3)
         page = self.request("GET", "/").body.decode()
         self.assertIn('<td class="num">12.3 ms</td>', page)
         self.assertIn('<td class="num muted">–</td>', page)
-        self.assertIn('<span class="fail">✗</span> HTTP 500', page)
-        self.assertIn('<td class="num">3 s ago</td>', page)
-        self.assertIn('<td class="num muted">never</td>', page)
+        self.assertIn(
+            '<span class="fail">✗</span> HTTP 500 <span class="muted">· 3 s ago</span>',
+            page,
+        )
+        self.assertIn('<span class="muted">no check yet</span>', page)
 
     def test_countsHighlighted(self) -> None:
         """
@@ -316,7 +320,10 @@ class PoolsAPITests(AdminTestCase):
                 response.json(), poolsJSON(self.balancer, self.clock.seconds())
             )
         [app, api] = response.json()["pools"]
-        self.assertEqual((app["name"], app["strategy"]), ("app", "round-robin"))
+        self.assertEqual(
+            (app["name"], app["strategy"], app["uses_weights"]),
+            ("app", "weighted-round-robin", True),
+        )
         self.assertEqual(
             [(b["name"], b["state"]) for b in api["backends"]], [("x", "draining")]
         )
@@ -338,6 +345,11 @@ class PoolsAPITests(AdminTestCase):
                 "latency_p50_ms",
                 "latency_p99_ms",
                 "health",
+                "configured_weight",
+                "overrides",
+                "state_since",
+                "state_seconds",
+                "check_history",
             },
         )
 
@@ -744,4 +756,4 @@ class FormattingTests(SynchronousTestCase):
         ]:
             backend.lastCheckAt = 5000 - age
             page = renderStatsPage(balancer, 5000, 1000)
-            self.assertIn(f'<td class="num">{text}</td>', page)
+            self.assertIn(f'<span class="muted">· {text}</span>', page)

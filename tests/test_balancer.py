@@ -24,9 +24,10 @@ from lbtwist.stats import FrontendStats
 
 def makePools(check: str = "none") -> list[BackendPool]:
     """
-    Make two pools: C{app} with backends C{a} (weight 1), C{b} (weight 2)
-    and C{c} (weight 1) on 127.0.0.1:9001-9003, and C{api} with one backend
-    C{x} on 127.0.0.1:9101.
+    Make two pools: C{app} (weighted round robin) with backends C{a}
+    (weight 1), C{b} (weight 2) and C{c} (weight 1) on 127.0.0.1:9001-9003,
+    and C{api} (least connections) with one backend C{x} on
+    127.0.0.1:9101.
 
     @param check: The kind of active health check of C{app}.
     @return: The pools.
@@ -45,6 +46,7 @@ def makePools(check: str = "none") -> list[BackendPool]:
     app = PoolConfig(
         name="app",
         backends=(backend("a", 9001), backend("b", 9002, 2), backend("c", 9003)),
+        strategy="weighted-round-robin",
         health=HealthCheckConfig(check=check, rise=2, fall=3),
     )
     api = PoolConfig(
@@ -275,7 +277,10 @@ class BalancerTests(SynchronousTestCase):
         backend = self.balancer.setWeight("app", "b", 7)
         self.assertEqual(backend.weight, 7)
         self.assertEqual(self.stateFile.saved, [{"app": {"b": {"weight": 7}}}])
-        self.assertEqual(self.messages(), ["backend app/127.0.0.1:9002 weight 2 -> 7"])
+        self.assertEqual(
+            self.messages(),
+            ["backend app/b (127.0.0.1:9002) weight 2 -> 7 (set at runtime)"],
+        )
         self.assertEqual(self.events[0]["log_level"], LogLevel.info)
 
     def test_setConfiguredWeight(self) -> None:
@@ -455,8 +460,12 @@ class JSONViewTests(SynchronousTestCase):
                 "url": "http://127.0.0.1:9002",
                 "address": "127.0.0.1:9002",
                 "weight": 2,
+                "configured_weight": 2,
+                "overrides": {},
                 "state": "up",
                 "reason": "no active health checks",
+                "state_since": None,
+                "state_seconds": None,
                 "active": 0,
                 "requests": 0,
                 "failures": 0,
@@ -474,6 +483,7 @@ class JSONViewTests(SynchronousTestCase):
                 "latency_p50_ms": None,
                 "latency_p99_ms": None,
                 "health": {"ok": None, "checked_at": None, "detail": None},
+                "check_history": [],
             },
         )
 
@@ -521,7 +531,11 @@ class JSONViewTests(SynchronousTestCase):
                 for p in view["pools"]  # type: ignore[attr-defined]
             ],
             [
-                ("app", "round-robin", [("a", "up"), ("b", "up"), ("c", "draining")]),
+                (
+                    "app",
+                    "weighted-round-robin",
+                    [("a", "up"), ("b", "up"), ("c", "draining")],
+                ),
                 ("api", "least-connections", [("x", "up")]),
             ],
         )
