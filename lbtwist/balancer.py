@@ -248,7 +248,8 @@ class Balancer:
         old, backend.weight = backend.weight, weight
         if old != weight:
             _log.info(
-                "backend {pool}/{address} weight {old} -> {new}",
+                "backend {label} weight {old} -> {new}",
+                label=backend.label,
                 pool=backend.pool,
                 backend=backend.name,
                 address=backend.address,

@@ -23,7 +23,7 @@ from twisted.web.server import Site
 
 from lbtwist.accesslog import openAccessLog
 from lbtwist.admin import adminResource
-from lbtwist.backend import Backend, BackendState, logStateChange
+from lbtwist.backend import Backend, BackendState, logFailedCheck, logStateChange
 from lbtwist.balancer import Balancer
 from lbtwist.config import (
     AdminConfig,
@@ -108,11 +108,20 @@ class FrontendListener(StreamServerEndpointService):
 
 
 def _recordCheck(reactor: Any, backend: Backend) -> Callable[[ProbeResult], None]:
+    """
+    What a backend's health check does with each result: record it, log a
+    state change, and log a failed check of a down backend (throttled, see
+    L{logFailedCheck}).
+    """
+
     def record(result: ProbeResult) -> None:
         backend.stats.recordCheck(result.duration)
-        change = backend.checkResult(result.ok, result.detail, reactor.seconds())
+        now = reactor.seconds()
+        change = backend.checkResult(result.ok, result.detail, now)
         if change is not None:
             logStateChange(change)
+        elif not result.ok:
+            logFailedCheck(backend, now)
 
     return record
 
@@ -396,7 +405,7 @@ class LoadBalancer(MultiService):
         reactor = self._reactor
         plan = _Plan(config)
         for poolConfig in config.pools:
-            plan.pools[poolConfig.name] = BackendPool(poolConfig)
+            plan.pools[poolConfig.name] = BackendPool(poolConfig, reactor.seconds())
             if poolConfig.mode == "http":
                 plan.connections[poolConfig.name] = BackendConnections(
                     reactor, poolConfig

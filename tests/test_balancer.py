@@ -162,7 +162,7 @@ class BalancerTests(SynchronousTestCase):
         self.assertEqual(self.stateFile.saved, [{"app": {"a": {"state": "draining"}}}])
         self.assertEqual(
             self.messages(),
-            ["backend app/127.0.0.1:9001 is draining: drained by operator"],
+            ["backend app/a (127.0.0.1:9001) is draining: drained by operator"],
         )
 
     def test_drainTwice(self) -> None:
@@ -206,7 +206,7 @@ class BalancerTests(SynchronousTestCase):
         )
         self.assertEqual(self.stateFile.saved[-1], {})
         self.assertEqual(
-            self.messages()[-1], "backend app/127.0.0.1:9001 is up: enabled by operator"
+            self.messages()[-1], "backend app/a (127.0.0.1:9001) is up: enabled by operator"
         )
 
     def test_enableAfterPassingCheck(self) -> None:
@@ -275,7 +275,7 @@ class BalancerTests(SynchronousTestCase):
         backend = self.balancer.setWeight("app", "b", 7)
         self.assertEqual(backend.weight, 7)
         self.assertEqual(self.stateFile.saved, [{"app": {"b": {"weight": 7}}}])
-        self.assertEqual(self.messages(), ["backend app/127.0.0.1:9002 weight 2 -> 7"])
+        self.assertEqual(self.messages(), ["backend app/b (127.0.0.1:9002) weight 2 -> 7"])
         self.assertEqual(self.events[0]["log_level"], LogLevel.info)
 
     def test_setConfiguredWeight(self) -> None:
@@ -342,7 +342,7 @@ class BalancerTests(SynchronousTestCase):
             (BackendState.DISABLED, 3, "disabled (from the state file)"),
         )
         self.assertIn(
-            "backend app/127.0.0.1:9001 is draining: draining (from the state file)",
+            "backend app/a (127.0.0.1:9001) is draining: draining (from the state file)",
             self.messages(),
         )
         self.assertEqual(stateFile.saved, [])
