@@ -479,9 +479,9 @@ class StartupTests(SynchronousTestCase):
             text([("a", 9001)]) + f'[settings]\naccess_log = "{log}"\n'
             'access_log_format = "{status}"\n'
         )
-        self.addCleanup(lb.stopService)
         record = lb._accessLog
         assert record is not None
+        self.addCleanup(record.close)
         from tests.test_accesslog import RECORD
 
         record.log(RECORD)
