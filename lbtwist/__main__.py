@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_main -*-
 """
-lbtwist's command line tools: C{python -m lbtwist check FILE}.
+lbtwist's command line tools: C{python -m lbtwist check FILE} and
+C{python -m lbtwist --version}.
 
 The balancer itself runs under C{twistd -n lbtwist}.
 """
@@ -12,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from lbtwist.config import ConfigError, loadConfig
+from lbtwist.tap import versionLine
 
 __all__ = ["check", "main"]
 
@@ -20,6 +22,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m lbtwist",
         description="lbtwist tools (the balancer runs as: twistd -n lbtwist).",
+    )
+    parser.add_argument(
+        "--version", action="version", version=versionLine(), help="print the version"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     check = commands.add_parser(
