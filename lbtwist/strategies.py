@@ -9,17 +9,26 @@ the backends it is given, and keeps its own position between picks.
 
 from __future__ import annotations
 
+import math
+from random import Random
 from typing import Callable, Mapping, Sequence
 
+from attrs import frozen
 from zope.interface import Interface, implementer
 
 from lbtwist.backend import Backend
+from lbtwist.maglev import DEFAULT_TABLE_SIZE, MaglevTable
 
 __all__ = [
     "IStrategy",
     "RoundRobin",
     "WeightedRoundRobin",
     "LeastConnections",
+    "IKeyedStrategy",
+    "Choice",
+    "RandomTwo",
+    "ConsistentHash",
+    "PeakEWMA",
     "STRATEGIES",
 ]
 
@@ -38,6 +47,27 @@ class IStrategy(Interface):
         @param backends: The pool's backends, in pool order.
         @param eligible: Says whether a backend may be chosen now.
         @return: The chosen backend, or L{None} if none is eligible.
+        """
+
+
+class IKeyedStrategy(IStrategy):
+    """
+    A strategy that can use a request's key and explain its choice.
+    """
+
+    def choose(
+        backends: Sequence[Backend],
+        eligible: Callable[[Backend], bool],
+        key: bytes | None = None,
+    ) -> Choice | None:
+        """
+        Choose one of the eligible backends for a request.
+
+        @param backends: The pool's backends, in pool order.
+        @param eligible: Says whether a backend may be chosen now.
+        @param key: The request's key (client address, header value...),
+            for strategies that place requests by key.
+        @return: The choice and why, or L{None} if none is eligible.
         """
 
 
@@ -164,6 +194,335 @@ class LeastConnections:
         if best is not None:
             self._next = bestIndex + 1
         return best
+
+
+def _lighter(a: Backend, b: Backend) -> bool:
+    """
+    @return: Whether C{a} has fewer requests in flight for its weight than
+        C{b}.
+    """
+    return a.active * b.weight < b.active * a.weight
+
+
+def _describeLoad(backend: Backend) -> str:
+    """
+    @return: C{"app-2 (2 in flight)"}, with the weight when it is not 1.
+    """
+    weight = "" if backend.weight == 1 else f", weight {backend.weight}"
+    return f"{backend.name} ({backend.active} in flight{weight})"
+
+
+@frozen
+class Choice:
+    """
+    A strategy's choice and why it made it.
+
+    @ivar backend: The chosen backend.
+    @ivar why: A short explanation for access logs and the C{explain} API,
+        e.g. C{"p2c: app-2 (2 in flight) over app-1 (5 in flight)"}.
+    """
+
+    backend: Backend
+    why: str
+
+
+@implementer(IKeyedStrategy)
+class RandomTwo:
+    """
+    The power of two choices (Envoy's C{LEAST_REQUEST}, HAProxy's
+    C{random(2)}): draw two distinct eligible backends at random and take
+    the one with fewer requests in flight for its weight.  Almost as good as
+    least connections at spreading load, and it does not herd every
+    balancer process onto the same least loaded backend.
+    """
+
+    def __init__(self, random: Random) -> None:
+        """
+        @param random: The source of randomness (seeded in tests).
+        """
+        self._random = random
+
+    def choose(
+        self,
+        backends: Sequence[Backend],
+        eligible: Callable[[Backend], bool],
+        key: bytes | None = None,
+    ) -> Choice | None:
+        """
+        Choose the lighter of two eligible backends drawn at random.
+
+        @see: L{IKeyedStrategy.choose}
+        """
+        candidates = [backend for backend in backends if eligible(backend)]
+        if not candidates:
+            return None
+        if len(candidates) == 1:
+            return Choice(candidates[0], f"p2c: {candidates[0].name}, the only one")
+        first, second = self._random.sample(candidates, 2)
+        if _lighter(second, first):
+            first, second = second, first
+        return Choice(
+            first, f"p2c: {_describeLoad(first)} over {_describeLoad(second)}"
+        )
+
+    def pick(
+        self, backends: Sequence[Backend], eligible: Callable[[Backend], bool]
+    ) -> Backend | None:
+        """
+        @see: L{IStrategy.pick}
+        """
+        choice = self.choose(backends, eligible)
+        return None if choice is None else choice.backend
+
+
+@implementer(IKeyedStrategy)
+class ConsistentHash:
+    """
+    Consistent hashing on a Maglev table with bounded load.
+
+    A request's key (its client address, a header, a cookie...) picks a
+    slot of the table; the slot's backend gets the request if it is
+    eligible and not above its bound: C{balanceFactor} percent of its
+    weighted share of the requests in flight, counting this one (Google's
+    "consistent hashing with bounded loads", HAProxy's
+    C{hash-balance-factor}).  Otherwise the next slots are tried in turn, so
+    a key's requests spill over to the same few other backends.  A request
+    without a key is placed by L{RandomTwo}.
+
+    The table is rebuilt when the pool's backends or weights change.
+    """
+
+    def __init__(
+        self,
+        random: Random,
+        balanceFactor: int = 125,
+        tableSize: int = DEFAULT_TABLE_SIZE,
+    ) -> None:
+        """
+        @param random: For requests without a key (see L{RandomTwo}).
+        @param balanceFactor: The bound as a percentage of the average load,
+            at least 100; 0 turns bounding off.
+        @param tableSize: The Maglev table's size, a prime.
+        """
+        if balanceFactor and balanceFactor < 100:
+            raise ValueError("balanceFactor must be 0 or at least 100")
+        self.balanceFactor = balanceFactor
+        self._tableSize = tableSize
+        self._fallback = RandomTwo(random)
+        self._table: MaglevTable | None = None
+        self._builtFor: tuple[tuple[str, int], ...] = ()
+
+    def table(self, backends: Sequence[Backend]) -> MaglevTable:
+        """
+        @param backends: The pool's backends.
+        @return: The Maglev table for them, rebuilt if they changed.
+        """
+        members = tuple((backend.name, backend.weight) for backend in backends)
+        if self._table is None or members != self._builtFor:
+            self._table = MaglevTable(
+                [name for name, _ in members],
+                [weight for _, weight in members],
+                self._tableSize,
+            )
+            self._builtFor = members
+        return self._table
+
+    def _bound(self, weight: int, inFlight: int, totalWeight: int) -> int:
+        """
+        The most requests a backend may have in flight, this one included:
+        M{ceil(factor/100 * (inFlight + 1) * weight / totalWeight)}, at least
+        one.
+
+        @param weight: The backend's weight.
+        @param inFlight: Requests in flight on all eligible backends.
+        @param totalWeight: The eligible backends' total weight.
+        """
+        share = self.balanceFactor * (inFlight + 1) * weight
+        return -(-share // (100 * totalWeight))
+
+    def choose(
+        self,
+        backends: Sequence[Backend],
+        eligible: Callable[[Backend], bool],
+        key: bytes | None = None,
+    ) -> Choice | None:
+        """
+        Choose the backend for C{key}: the owner of its slot, or of the
+        first slot after it whose backend is eligible and under its bound.
+
+        @see: L{IKeyedStrategy.choose}
+        """
+        if key is None:
+            return self._fallback.choose(backends, eligible)
+        if not backends:
+            return None
+        table = self.table(backends)
+        allowed = [eligible(backend) for backend in backends]
+        if not any(allowed):
+            return None
+        inFlight = totalWeight = 0
+        for backend, ok in zip(backends, allowed):
+            if ok:
+                inFlight += backend.active
+                totalWeight += backend.weight
+        slots, size = table.slots, table.size
+        home = table.slotFor(key)
+        owner = backends[slots[home]]
+        for step in range(size):
+            index = slots[(home + step) % size]
+            if not allowed[index]:
+                continue
+            backend = backends[index]
+            if self.balanceFactor and backend.active + 1 > self._bound(
+                backend.weight, inFlight, totalWeight
+            ):
+                continue
+            if backend is owner:
+                why = f"hash -> {backend.name}"
+            elif not eligible(owner):
+                why = f"hash -> {owner.name} ({owner.state.value}), next: {backend.name}"
+            else:
+                why = (
+                    f"hash -> {owner.name} (over {self.balanceFactor}% of the "
+                    f"average load), next: {backend.name}"
+                )
+            return Choice(backend, why)
+        return None
+
+    def pick(
+        self, backends: Sequence[Backend], eligible: Callable[[Backend], bool]
+    ) -> Backend | None:
+        """
+        @see: L{IStrategy.pick}
+        """
+        choice = self.choose(backends, eligible)
+        return None if choice is None else choice.backend
+
+
+@implementer(IKeyedStrategy)
+class PeakEWMA:
+    """
+    Latency-aware choice (Finagle's and Linkerd's peak-EWMA): the power of
+    two choices over each backend's cost, its peak-sensitive moving average
+    of response latency times its requests in flight plus one, divided by
+    its weight.
+
+    The average follows a slower response at once (the peak) and decays
+    towards faster ones with a time constant of C{decay} seconds.  A backend
+    with no latency yet costs nothing while it has no request in flight, so
+    it is tried once before it is trusted, and a high penalty while its
+    first request is pending.
+    """
+
+    PENALTY = 10.0
+    """
+    The latency in seconds assumed for a backend whose first request is
+    still pending.
+    """
+
+    def __init__(
+        self, clock: Callable[[], float], random: Random, decay: float = 10.0
+    ) -> None:
+        """
+        @param clock: The current time in seconds.
+        @param random: The source of randomness (seeded in tests).
+        @param decay: The averages' time constant, in seconds.
+        """
+        self._clock = clock
+        self._random = random
+        self.decay = decay
+        self._averages: dict[int, tuple[float, float]] = {}
+
+    def observe(self, backend: Backend, latency: float) -> None:
+        """
+        Record the latency of one response from a backend.
+
+        @param backend: The backend that answered.
+        @param latency: Seconds from the request to the response's head.
+        """
+        now = self._clock()
+        previous = self._averages.get(id(backend))
+        if previous is None or latency > previous[0]:
+            self._averages[id(backend)] = (latency, now)
+            return
+        self._averages[id(backend)] = (self._decayed(previous, now, latency), now)
+
+    def _decayed(
+        self, previous: tuple[float, float], now: float, latency: float
+    ) -> float:
+        """
+        @return: The moving average C{previous} (value, time) moved towards
+            C{latency} by the time elapsed since.
+        """
+        value, at = previous
+        weight = math.exp(-max(now - at, 0.0) / self.decay)
+        return value * weight + latency * (1 - weight)
+
+    def latency(self, backend: Backend) -> float | None:
+        """
+        @param backend: A backend.
+        @return: Its average latency now, or L{None} if it has not answered
+            yet.
+        """
+        previous = self._averages.get(id(backend))
+        if previous is None:
+            return None
+        # With no new observation the average keeps its value: decaying it
+        # towards zero would make a backend that stopped answering look fast.
+        return previous[0]
+
+    def cost(self, backend: Backend) -> float:
+        """
+        @param backend: A backend.
+        @return: Its latency times its requests in flight plus one, over its
+            weight.
+        """
+        latency = self.latency(backend)
+        if latency is None:
+            latency = 0.0 if backend.active == 0 else self.PENALTY
+        return latency * (backend.active + 1) / backend.weight
+
+    def choose(
+        self,
+        backends: Sequence[Backend],
+        eligible: Callable[[Backend], bool],
+        key: bytes | None = None,
+    ) -> Choice | None:
+        """
+        Choose the cheaper of two eligible backends drawn at random.
+
+        @see: L{IKeyedStrategy.choose}
+        """
+        candidates = [backend for backend in backends if eligible(backend)]
+        if not candidates:
+            return None
+        if len(candidates) == 1:
+            only = candidates[0]
+            return Choice(only, f"peak-ewma: {only.name}, the only one")
+        first, second = self._random.sample(candidates, 2)
+        if self.cost(second) < self.cost(first):
+            first, second = second, first
+        return Choice(
+            first,
+            f"peak-ewma: {self._describe(first)} over {self._describe(second)}",
+        )
+
+    def _describe(self, backend: Backend) -> str:
+        """
+        @return: C{"app-1 (12.0 ms, 2 in flight)"}, or C{"untried"}.
+        """
+        latency = self.latency(backend)
+        seen = "untried" if latency is None else f"{latency * 1000:.1f} ms"
+        return f"{backend.name} ({seen}, {backend.active} in flight)"
+
+    def pick(
+        self, backends: Sequence[Backend], eligible: Callable[[Backend], bool]
+    ) -> Backend | None:
+        """
+        @see: L{IStrategy.pick}
+        """
+        choice = self.choose(backends, eligible)
+        return None if choice is None else choice.backend
 
 
 STRATEGIES: Mapping[str, Callable[[], IStrategy]] = {
