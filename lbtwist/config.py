@@ -42,7 +42,14 @@ __all__ = [
     "parseConfig",
 ]
 
-STRATEGY_NAMES = ("round-robin", "weighted-round-robin", "least-connections")
+STRATEGY_NAMES = (
+    "round-robin",
+    "weighted-round-robin",
+    "least-connections",
+    "random-two",
+    "consistent-hash",
+    "peak-ewma",
+)
 """The names a pool's C{strategy} may have (see L{lbtwist.strategies})."""
 
 _HEALTH_CHECK_KINDS = ("http", "tcp", "none")
@@ -172,6 +179,14 @@ class PoolConfig:
         L{None} for the system trust store.
     @ivar tls_verify: For C{https://} backends: verify the certificate and
         the host name; C{False} is an explicit, logged opt-out.
+    @ivar hash_key: With C{strategy = "consistent-hash"}: what a request is
+        placed by, C{"client_ip"}, C{"path"}, C{"header:NAME"},
+        C{"cookie:NAME"} or C{"query:NAME"}.
+    @ivar hash_balance_factor: With C{strategy = "consistent-hash"}: no
+        backend gets more than this percentage of the average load (at
+        least 100), or 0 for no bound.
+    @ivar ewma_decay: With C{strategy = "peak-ewma"}: the time constant, in
+        seconds, of the moving average of latency.
     """
 
     name: str
@@ -192,6 +207,9 @@ class PoolConfig:
     health: HealthCheckConfig = HealthCheckConfig()
     ca_file: str | None = None
     tls_verify: bool = True
+    hash_key: str = "client_ip"
+    hash_balance_factor: int = 125
+    ewma_decay: float = 10.0
 
     @property
     def mode(self) -> str:
@@ -765,6 +783,9 @@ _POOL = {
     "send_proxy": _choice(_SEND_PROXY),
     "ca_file": _name,
     "tls_verify": _boolean,
+    "hash_key": lambda value: _hashKey(_string(value)),
+    "hash_balance_factor": _integer(0),
+    "ewma_decay": _seconds(),
     "health": _table("[pool.health]"),
     "backend": _tables("[[pool.backend]]"),
 }
@@ -848,6 +869,64 @@ def _parseBackend(table: Mapping[str, object], where: str) -> BackendConfig:
     return BackendConfig(url=url, scheme=scheme, host=host, port=port, **values)
 
 
+HASH_KEY_KINDS = ("client_ip", "path")
+"""The C{hash_key} values that take no name."""
+
+HASH_KEY_PREFIXES = ("header:", "cookie:", "query:")
+"""The C{hash_key} kinds followed by a name, e.g. C{header:X-User}."""
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _hashKey(text: str) -> str:
+    """
+    Check a C{hash_key}: C{client_ip}, C{path}, or C{header:}, C{cookie:} or
+    C{query:} followed by a name (a header name must be a token).
+    """
+    if text in HASH_KEY_KINDS:
+        return text
+    for prefix in HASH_KEY_PREFIXES:
+        if text.startswith(prefix) and text[len(prefix) :]:
+            name = text[len(prefix) :]
+            if prefix == "header:" and not _TOKEN.fullmatch(name):
+                raise _Invalid(f'"{name}" is not a valid header name')
+            return text
+    raise _Invalid(
+        f'"{text}" is not one of client_ip, path, header:NAME, cookie:NAME, '
+        "query:NAME"
+    )
+
+
+def _checkStrategyKeys(values: Mapping[str, object], where: str, tcp: bool) -> None:
+    """
+    Refuse strategy settings that the pool's strategy would ignore, and hash
+    keys a TCP pool cannot read.
+    """
+    strategy = values.get("strategy", "round-robin")
+    for key, needs in (
+        ("hash_key", "consistent-hash"),
+        ("hash_balance_factor", "consistent-hash"),
+        ("ewma_decay", "peak-ewma"),
+    ):
+        if key in values and strategy != needs:
+            raise ConfigError(f'{where}: {key} needs strategy = "{needs}"')
+    factor = values.get("hash_balance_factor", 125)
+    if factor != 0 and factor < 100:  # type: ignore[operator]
+        raise ConfigError(
+            f"{where}: hash_balance_factor must be 0 (no bound) or at least 100"
+        )
+    if tcp and values.get("hash_key", "client_ip") != "client_ip":
+        raise ConfigError(
+            f'{where}: hash_key "{values["hash_key"]}" needs http:// backends; '
+            "a TCP pool can only hash client_ip"
+        )
+    if tcp and strategy == "peak-ewma":
+        raise ConfigError(
+            f'{where}: strategy "peak-ewma" needs http:// backends (it measures '
+            "response latency)"
+        )
+
+
 def _parsePool(
     table: Mapping[str, object], index: int, directory: str = ""
 ) -> PoolConfig:
@@ -865,6 +944,7 @@ def _parsePool(
                 f'{where} backend {number}: url "{backend.url}": the backends of '
                 "a pool must all be http:// or all be tcp://"
             )
+    _checkStrategyKeys(values, where, backends[0].scheme == "tcp")
     if backends[0].scheme == "tcp":
         healthValues.setdefault("check", "tcp")
         if healthValues["check"] == "http":

@@ -5,11 +5,12 @@ A pool of backends: the only owner of "which backend gets this request".
 
 from __future__ import annotations
 
+from random import Random
 from typing import Collection
 
 from lbtwist.backend import Backend
 from lbtwist.config import PoolConfig
-from lbtwist.strategies import STRATEGIES, IStrategy
+from lbtwist.strategies import STRATEGIES, Choice, IStrategy
 
 __all__ = ["BackendPool"]
 
@@ -24,11 +25,13 @@ class BackendPool:
     @ivar strategy: The strategy that chooses among them.
     """
 
-    def __init__(self, config: PoolConfig) -> None:
+    def __init__(self, config: PoolConfig, random: Random | None = None) -> None:
         """
         Build the backends and the strategy named by the configuration.
 
         @param config: The pool's configuration.
+        @param random: The strategy's source of randomness; a new, randomly
+            seeded one by default.
         """
         self.config = config
         self.name = config.name
@@ -36,24 +39,30 @@ class BackendPool:
             Backend(backend, config.name, config.health, config.passive_cooldown)
             for backend in config.backends
         ]
-        self.strategy: IStrategy = STRATEGIES[config.strategy]()
+        self.strategy: IStrategy = STRATEGIES[config.strategy](
+            config, Random() if random is None else random
+        )
         self._byName = {backend.name: backend for backend in self.backends}
 
-    def choose(self, now: float, exclude: Collection[Backend] = ()) -> Backend | None:
+    def choose(
+        self, now: float, exclude: Collection[Backend] = (), key: bytes | None = None
+    ) -> Choice | None:
         """
         Choose the backend for the next request.
 
         @param now: The current time.
         @param exclude: Backends not to choose, e.g. those this request has
             already failed on.
-        @return: An available backend not in C{exclude}, or L{None} if there
-            is none.
+        @param key: The request's key for C{consistent-hash} (see
+            L{lbtwist.hashkey}), or L{None}.
+        @return: An available backend not in C{exclude} and why it was
+            chosen, or L{None} if there is none.
         """
 
         def eligible(backend: Backend) -> bool:
             return backend not in exclude and backend.available(now)
 
-        return self.strategy.pick(self.backends, eligible)
+        return self.strategy.choose(self.backends, eligible, key)
 
     def adopt(self, previous: BackendPool) -> None:
         """

@@ -3,8 +3,10 @@
 Selection strategies: which of a pool's eligible backends gets the next
 request.
 
-A strategy is pure: it reads only the C{weight} and C{active} attributes of
-the backends it is given, and keeps its own position between picks.
+A strategy is pure: it reads only the C{name}, C{weight} and C{active}
+attributes of the backends it is given (and the latencies it is told of),
+and keeps its own position between picks.  Each choice comes with a short
+explanation of why (L{Choice}).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from attrs import frozen
 from zope.interface import Interface, implementer
 
 from lbtwist.backend import Backend
+from lbtwist.config import PoolConfig
 from lbtwist.maglev import DEFAULT_TABLE_SIZE, MaglevTable
 
 __all__ = [
@@ -24,7 +27,6 @@ __all__ = [
     "RoundRobin",
     "WeightedRoundRobin",
     "LeastConnections",
-    "IKeyedStrategy",
     "Choice",
     "RandomTwo",
     "ConsistentHash",
@@ -38,36 +40,123 @@ class IStrategy(Interface):
     A way to choose the backend for the next request.
     """
 
-    def pick(
-        backends: Sequence[Backend], eligible: Callable[[Backend], bool]
-    ) -> Backend | None:
-        """
-        Choose one of the eligible backends.
-
-        @param backends: The pool's backends, in pool order.
-        @param eligible: Says whether a backend may be chosen now.
-        @return: The chosen backend, or L{None} if none is eligible.
-        """
-
-
-class IKeyedStrategy(IStrategy):
-    """
-    A strategy that can use a request's key and explain its choice.
-    """
-
     def choose(
         backends: Sequence[Backend],
         eligible: Callable[[Backend], bool],
         key: bytes | None = None,
     ) -> Choice | None:
         """
-        Choose one of the eligible backends for a request.
+        Choose one of the eligible backends for a request, and say why.
 
         @param backends: The pool's backends, in pool order.
         @param eligible: Says whether a backend may be chosen now.
         @param key: The request's key (client address, header value...),
-            for strategies that place requests by key.
+            for strategies that place requests by key; others ignore it.
         @return: The choice and why, or L{None} if none is eligible.
+        """
+
+    def pick(
+        backends: Sequence[Backend], eligible: Callable[[Backend], bool]
+    ) -> Backend | None:
+        """
+        Choose one of the eligible backends, for a request without a key.
+
+        @param backends: The pool's backends, in pool order.
+        @param eligible: Says whether a backend may be chosen now.
+        @return: The chosen backend, or L{None} if none is eligible.
+        """
+
+    def observe(backend: Backend, latency: float, now: float) -> None:
+        """
+        Learn how long a backend took to answer (strategies that do not
+        measure latency ignore it).
+
+        @param backend: The backend that sent a response head.
+        @param latency: Seconds from sending the request to the head.
+        @param now: When the head arrived.
+        """
+
+
+@frozen
+class Choice:
+    """
+    A strategy's choice and why it made it.
+
+    @ivar backend: The chosen backend.
+    @ivar why: A short explanation for access logs and the C{explain} API,
+        e.g. C{"p2c: app-2 (2 in flight) over app-1 (5 in flight)"}.
+    """
+
+    backend: Backend
+    why: str
+
+
+class _Picking:
+    """
+    The part of L{IStrategy} shared by strategies that choose without a key
+    and measure nothing: L{choose} is L{pick} with an explanation.
+    """
+
+    label = ""
+    """How the explanation names the strategy, e.g. C{"round robin"}."""
+
+    def pick(
+        self, backends: Sequence[Backend], eligible: Callable[[Backend], bool]
+    ) -> Backend | None:
+        raise NotImplementedError()
+
+    def describe(self, backend: Backend) -> str:
+        """
+        @return: What the explanation says of the chosen backend.
+        """
+        return backend.name
+
+    def choose(
+        self,
+        backends: Sequence[Backend],
+        eligible: Callable[[Backend], bool],
+        key: bytes | None = None,
+    ) -> Choice | None:
+        """
+        @see: L{IStrategy.choose}
+        """
+        backend = self.pick(backends, eligible)
+        if backend is None:
+            return None
+        return Choice(backend, f"{self.label}: {self.describe(backend)}")
+
+    def observe(self, backend: Backend, latency: float, now: float) -> None:
+        """
+        @see: L{IStrategy.observe}
+        """
+
+
+class _Choosing:
+    """
+    The part of L{IStrategy} shared by strategies whose primitive is
+    L{choose}: L{pick} is L{choose} without a key.
+    """
+
+    def choose(
+        self,
+        backends: Sequence[Backend],
+        eligible: Callable[[Backend], bool],
+        key: bytes | None = None,
+    ) -> Choice | None:
+        raise NotImplementedError()
+
+    def pick(
+        self, backends: Sequence[Backend], eligible: Callable[[Backend], bool]
+    ) -> Backend | None:
+        """
+        @see: L{IStrategy.pick}
+        """
+        choice = self.choose(backends, eligible)
+        return None if choice is None else choice.backend
+
+    def observe(self, backend: Backend, latency: float, now: float) -> None:
+        """
+        @see: L{IStrategy.observe}
         """
 
 
@@ -85,10 +174,12 @@ def _rotated(backends: Sequence[Backend], start: int) -> list[tuple[int, Backend
 
 
 @implementer(IStrategy)
-class RoundRobin:
+class RoundRobin(_Picking):
     """
     Each eligible backend in turn, in pool order, skipping ineligible ones.
     """
+
+    label = "round robin"
 
     def __init__(self) -> None:
         """
@@ -116,7 +207,7 @@ class RoundRobin:
 
 
 @implementer(IStrategy)
-class WeightedRoundRobin:
+class WeightedRoundRobin(_Picking):
     """
     nginx's smooth weighted round robin: each backend gets its share of
     requests according to its C{weight}, spread out rather than in bursts
@@ -127,6 +218,14 @@ class WeightedRoundRobin:
     order on a tie) and takes the total eligible weight off the chosen one.
     An ineligible backend is skipped and its current weight left as it is.
     """
+
+    label = "weighted round robin"
+
+    def describe(self, backend: Backend) -> str:
+        """
+        @return: The backend's name and weight.
+        """
+        return f"{backend.name} (weight {backend.weight})"
 
     def __init__(self) -> None:
         """
@@ -159,11 +258,19 @@ class WeightedRoundRobin:
 
 
 @implementer(IStrategy)
-class LeastConnections:
+class LeastConnections(_Picking):
     """
     The eligible backend with the fewest requests in flight for its weight
     (least C{active / weight}); ties are broken round robin.
     """
+
+    label = "least connections"
+
+    def describe(self, backend: Backend) -> str:
+        """
+        @return: The backend's name and load.
+        """
+        return _describeLoad(backend)
 
     def __init__(self) -> None:
         """
@@ -212,22 +319,8 @@ def _describeLoad(backend: Backend) -> str:
     return f"{backend.name} ({backend.active} in flight{weight})"
 
 
-@frozen
-class Choice:
-    """
-    A strategy's choice and why it made it.
-
-    @ivar backend: The chosen backend.
-    @ivar why: A short explanation for access logs and the C{explain} API,
-        e.g. C{"p2c: app-2 (2 in flight) over app-1 (5 in flight)"}.
-    """
-
-    backend: Backend
-    why: str
-
-
-@implementer(IKeyedStrategy)
-class RandomTwo:
+@implementer(IStrategy)
+class RandomTwo(_Choosing):
     """
     The power of two choices (Envoy's C{LEAST_REQUEST}, HAProxy's
     C{random(2)}): draw two distinct eligible backends at random and take
@@ -251,7 +344,7 @@ class RandomTwo:
         """
         Choose the lighter of two eligible backends drawn at random.
 
-        @see: L{IKeyedStrategy.choose}
+        @see: L{IStrategy.choose}
         """
         candidates = [backend for backend in backends if eligible(backend)]
         if not candidates:
@@ -265,18 +358,9 @@ class RandomTwo:
             first, f"p2c: {_describeLoad(first)} over {_describeLoad(second)}"
         )
 
-    def pick(
-        self, backends: Sequence[Backend], eligible: Callable[[Backend], bool]
-    ) -> Backend | None:
-        """
-        @see: L{IStrategy.pick}
-        """
-        choice = self.choose(backends, eligible)
-        return None if choice is None else choice.backend
 
-
-@implementer(IKeyedStrategy)
-class ConsistentHash:
+@implementer(IStrategy)
+class ConsistentHash(_Choosing):
     """
     Consistent hashing on a Maglev table with bounded load.
 
@@ -350,7 +434,7 @@ class ConsistentHash:
         Choose the backend for C{key}: the owner of its slot, or of the
         first slot after it whose backend is eligible and under its bound.
 
-        @see: L{IKeyedStrategy.choose}
+        @see: L{IStrategy.choose}
         """
         if key is None:
             return self._fallback.choose(backends, eligible)
@@ -389,18 +473,9 @@ class ConsistentHash:
             return Choice(backend, why)
         return None
 
-    def pick(
-        self, backends: Sequence[Backend], eligible: Callable[[Backend], bool]
-    ) -> Backend | None:
-        """
-        @see: L{IStrategy.pick}
-        """
-        choice = self.choose(backends, eligible)
-        return None if choice is None else choice.backend
 
-
-@implementer(IKeyedStrategy)
-class PeakEWMA:
+@implementer(IStrategy)
+class PeakEWMA(_Choosing):
     """
     Latency-aware choice (Finagle's and Linkerd's peak-EWMA): the power of
     two choices over each backend's cost, its peak-sensitive moving average
@@ -420,27 +495,21 @@ class PeakEWMA:
     still pending.
     """
 
-    def __init__(
-        self, clock: Callable[[], float], random: Random, decay: float = 10.0
-    ) -> None:
+    def __init__(self, random: Random, decay: float = 10.0) -> None:
         """
-        @param clock: The current time in seconds.
         @param random: The source of randomness (seeded in tests).
         @param decay: The averages' time constant, in seconds.
         """
-        self._clock = clock
         self._random = random
         self.decay = decay
         self._averages: dict[int, tuple[float, float]] = {}
 
-    def observe(self, backend: Backend, latency: float) -> None:
+    def observe(self, backend: Backend, latency: float, now: float) -> None:
         """
         Record the latency of one response from a backend.
 
-        @param backend: The backend that answered.
-        @param latency: Seconds from the request to the response's head.
+        @see: L{IStrategy.observe}
         """
-        now = self._clock()
         previous = self._averages.get(id(backend))
         if previous is None or latency > previous[0]:
             self._averages[id(backend)] = (latency, now)
@@ -491,7 +560,7 @@ class PeakEWMA:
         """
         Choose the cheaper of two eligible backends drawn at random.
 
-        @see: L{IKeyedStrategy.choose}
+        @see: L{IStrategy.choose}
         """
         candidates = [backend for backend in backends if eligible(backend)]
         if not candidates:
@@ -515,21 +584,18 @@ class PeakEWMA:
         seen = "untried" if latency is None else f"{latency * 1000:.1f} ms"
         return f"{backend.name} ({seen}, {backend.active} in flight)"
 
-    def pick(
-        self, backends: Sequence[Backend], eligible: Callable[[Backend], bool]
-    ) -> Backend | None:
-        """
-        @see: L{IStrategy.pick}
-        """
-        choice = self.choose(backends, eligible)
-        return None if choice is None else choice.backend
 
-
-STRATEGIES: Mapping[str, Callable[[], IStrategy]] = {
-    "round-robin": RoundRobin,
-    "weighted-round-robin": WeightedRoundRobin,
-    "least-connections": LeastConnections,
+STRATEGIES: Mapping[str, Callable[[PoolConfig, Random], IStrategy]] = {
+    "round-robin": lambda config, random: RoundRobin(),
+    "weighted-round-robin": lambda config, random: WeightedRoundRobin(),
+    "least-connections": lambda config, random: LeastConnections(),
+    "random-two": lambda config, random: RandomTwo(random),
+    "consistent-hash": lambda config, random: ConsistentHash(
+        random, config.hash_balance_factor
+    ),
+    "peak-ewma": lambda config, random: PeakEWMA(random, config.ewma_decay),
 }
 """
-The strategies by the name used in the configuration's C{strategy} key.
+Make the strategy a pool's configuration names (C{strategy}), given the
+pool's configuration and a source of randomness.
 """

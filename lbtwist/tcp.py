@@ -306,7 +306,8 @@ class _ClientConnection(Protocol):
     # Connecting to a backend.
 
     def _choose(self, now: float, tried: Collection[Backend]) -> Backend | None:
-        return self._pool.choose(now, exclude=tried)
+        choice = self._pool.choose(now, exclude=tried)
+        return None if choice is None else choice.backend
 
     def _connect(self) -> None:
         """

@@ -836,7 +836,8 @@ class PoolResource(_ProxyResource):
         """
         @return: What the pool chooses, never a backend already tried.
         """
-        return self.pool.choose(now, exclude=tried)
+        choice = self.pool.choose(now, exclude=tried)
+        return None if choice is None else choice.backend
 
     def getProxy(self, name: str) -> ReverseProxyResource:
         """

@@ -22,7 +22,8 @@ def build(retries: int = 2) -> tuple[Clock, BackendPool, Attempts]:
     pool = BackendPool(makeConfig().pools[0])
 
     def choose(now: float, tried: Collection[Backend]) -> Backend | None:
-        return pool.choose(now, exclude=tried)
+        choice = pool.choose(now, exclude=tried)
+        return None if choice is None else choice.backend
 
     return clock, pool, Attempts(clock, choose, retries, "GET /")
 

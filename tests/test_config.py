@@ -850,7 +850,8 @@ class ChoiceErrorTests(ConfigErrorAssertions):
                 (
                     changed("pool", strategy="random"),
                     'pool "app": strategy "random" is not one of "round-robin", '
-                    '"weighted-round-robin", "least-connections"',
+                    '"weighted-round-robin", "least-connections", "random-two", '
+                    '"consistent-hash", "peak-ewma"',
                 ),
                 (
                     changed("health", check="icmp"),
@@ -1252,7 +1253,7 @@ class QuickFormTests(SynchronousTestCase):
             (
                 {"listen": [], "backends": backend, "strategy": "random"},
                 '--strategy "random" is not one of "round-robin", "weighted-round-robin", '
-                '"least-connections"',
+                '"least-connections", "random-two", "consistent-hash", "peak-ewma"',
             ),
             (
                 {"listen": [], "backends": backend, "healthPath": "healthz"},
@@ -1670,5 +1671,124 @@ class HTTPSBackendConfigTests(ConfigErrorAssertions):
                     'pool "app" ca_file: /nonexistent/ca.pem: cannot read: No such '
                     "file or directory",
                 ),
+            ]
+        )
+
+
+class StrategySettingsTests(ConfigErrorAssertions):
+    """
+    The settings of the strategies that take any: C{hash_key},
+    C{hash_balance_factor} and C{ewma_decay}.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        Consistent hashing places by client address with a 125% bound;
+        peak-EWMA decays over 10 seconds.
+        """
+        pool = parseConfig(changed("pool", strategy="consistent-hash")).pools[0]
+        self.assertEqual(
+            (pool.hash_key, pool.hash_balance_factor, pool.ewma_decay),
+            ("client_ip", 125, 10.0),
+        )
+
+    def test_accepted(self) -> None:
+        """
+        Every kind of hash key is accepted, and a factor of 0 turns the
+        bound off.
+        """
+        for key in ("client_ip", "path", "header:X-User", "cookie:sid", "query:u"):
+            with self.subTest(key=key):
+                document = changed(
+                    "pool",
+                    strategy="consistent-hash",
+                    hash_key=key,
+                    hash_balance_factor=0,
+                )
+                pool = parseConfig(document).pools[0]
+                self.assertEqual((pool.hash_key, pool.hash_balance_factor), (key, 0))
+        pool = parseConfig(changed("pool", strategy="peak-ewma", ewma_decay=2.5)).pools[0]
+        self.assertEqual(pool.ewma_decay, 2.5)
+
+    def test_errors(self) -> None:
+        """
+        Bad keys, factors below 100, and settings of another strategy are
+        refused, naming the pool and the key.
+        """
+        hashing = {"strategy": "consistent-hash"}
+        self.assertErrors(
+            [
+                (
+                    changed("pool", hash_key="ip", **hashing),
+                    'pool "app": hash_key "ip" is not one of client_ip, path, '
+                    "header:NAME, cookie:NAME, query:NAME",
+                ),
+                (
+                    changed("pool", hash_key="header:", **hashing),
+                    'pool "app": hash_key "header:" is not one of client_ip, path, '
+                    "header:NAME, cookie:NAME, query:NAME",
+                ),
+                (
+                    changed("pool", hash_key="header:X User", **hashing),
+                    'pool "app": hash_key "X User" is not a valid header name',
+                ),
+                (
+                    changed("pool", hash_balance_factor=99, **hashing),
+                    'pool "app": hash_balance_factor must be 0 (no bound) or at '
+                    "least 100",
+                ),
+                (
+                    changed("pool", hash_key="path"),
+                    'pool "app": hash_key needs strategy = "consistent-hash"',
+                ),
+                (
+                    changed("pool", hash_balance_factor=150, strategy="random-two"),
+                    'pool "app": hash_balance_factor needs strategy = '
+                    '"consistent-hash"',
+                ),
+                (
+                    changed("pool", ewma_decay=5.0, **hashing),
+                    'pool "app": ewma_decay needs strategy = "peak-ewma"',
+                ),
+            ]
+        )
+
+    def test_tcpPools(self) -> None:
+        """
+        A TCP pool can hash only the client address, and cannot measure
+        response latency.
+        """
+        document = {
+            "frontend": [
+                {"name": "pg", "listen": "tcp:5432", "pool": "db", "mode": "tcp"}
+            ],
+            "pool": [
+                {
+                    "name": "db",
+                    "strategy": "consistent-hash",
+                    "hash_key": "path",
+                    "backend": [{"url": "tcp://127.0.0.1:5433"}],
+                }
+            ],
+        }
+        self.assertErrors(
+            [
+                (
+                    document,
+                    'pool "db": hash_key "path" needs http:// backends; a TCP '
+                    "pool can only hash client_ip",
+                )
+            ]
+        )
+        document["pool"][0].pop("hash_key")  # type: ignore[index, union-attr]
+        self.assertEqual(parseConfig(document).pools[0].hash_key, "client_ip")
+        document["pool"][0]["strategy"] = "peak-ewma"  # type: ignore[index]
+        self.assertErrors(
+            [
+                (
+                    document,
+                    'pool "db": strategy "peak-ewma" needs http:// backends (it '
+                    "measures response latency)",
+                )
             ]
         )

@@ -67,8 +67,8 @@ def chooseMany(
     """
     names = []
     for _ in range(count):
-        backend = pool.choose(now, exclude)
-        names.append("-" if backend is None else backend.name)
+        choice = pool.choose(now, exclude)
+        names.append("-" if choice is None else choice.backend.name)
     return "".join(names)
 
 

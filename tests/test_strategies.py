@@ -10,16 +10,15 @@ from collections import Counter
 from random import Random
 from typing import Callable, Collection, Sequence
 
-from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from lbtwist.backend import Backend, BackendState
-from lbtwist.config import BackendConfig, HealthCheckConfig
+from lbtwist.config import BackendConfig, HealthCheckConfig, PoolConfig
 from lbtwist.strategies import (
     STRATEGIES,
     ConsistentHash,
-    IKeyedStrategy,
+    IStrategy,
     IStrategy,
     LeastConnections,
     PeakEWMA,
@@ -49,6 +48,10 @@ def makeBackends(*weights: int) -> list[Backend]:
         )
         backends.append(Backend(config, "app", HealthCheckConfig(check="none"), 10.0))
     return backends
+
+
+POOL = PoolConfig(name="app", backends=(BackendConfig(
+    url="http://127.0.0.1:9001", scheme="http", host="127.0.0.1", port=9001),))
 
 
 def allowAllBut(*names: str) -> Callable[[Backend], bool]:
@@ -101,16 +104,32 @@ class RegistryTests(SynchronousTestCase):
 
     def test_namesMapToStrategies(self) -> None:
         """
-        The configuration's strategy names map to the strategy classes.
+        The configuration's strategy names make the strategy classes, with
+        the pool's settings.
         """
+        made = {
+            name: type(factory(POOL, Random(1))) for name, factory in STRATEGIES.items()
+        }
         self.assertEqual(
-            dict(STRATEGIES),
+            made,
             {
                 "round-robin": RoundRobin,
                 "weighted-round-robin": WeightedRoundRobin,
                 "least-connections": LeastConnections,
+                "random-two": RandomTwo,
+                "consistent-hash": ConsistentHash,
+                "peak-ewma": PeakEWMA,
             },
         )
+        pool = POOL.__class__(
+            name="app",
+            backends=POOL.backends,
+            strategy="consistent-hash",
+            hash_balance_factor=150,
+        )
+        hashing = STRATEGIES["consistent-hash"](pool, Random(1))
+        assert isinstance(hashing, ConsistentHash)
+        self.assertEqual(hashing.balanceFactor, 150)
 
     def test_providesIStrategy(self) -> None:
         """
@@ -118,7 +137,7 @@ class RegistryTests(SynchronousTestCase):
         """
         for name, factory in STRATEGIES.items():
             with self.subTest(name=name):
-                self.assertTrue(verifyObject(IStrategy, factory()))
+                self.assertTrue(verifyObject(IStrategy, factory(POOL, Random(1))))
 
     def test_noneWhenNothingEligible(self) -> None:
         """
@@ -127,7 +146,7 @@ class RegistryTests(SynchronousTestCase):
         """
         for name, factory in STRATEGIES.items():
             with self.subTest(name=name):
-                strategy = factory()
+                strategy = factory(POOL, Random(1))
                 backends = makeBackends(5, 1, 1)
                 self.assertEqual(
                     picks(strategy, backends, 3, allowAllBut("a", "b", "c")), "---"
@@ -141,12 +160,15 @@ class RegistryTests(SynchronousTestCase):
         """
         for name, factory in STRATEGIES.items():
             with self.subTest(name=name):
-                strategy = factory()
+                strategy = factory(POOL, Random(1))
                 backends = makeBackends(1, 1)
                 self.assertEqual(
                     picks(strategy, backends, 2, allowAllBut("a", "b")), "--"
                 )
-                self.assertEqual(picks(strategy, backends, 4), "abab")
+                if name in ("round-robin", "weighted-round-robin", "least-connections"):
+                    self.assertEqual(picks(strategy, backends, 4), "abab")
+                else:
+                    self.assertNotIn("-", picks(strategy, backends, 4))
 
 
 class RoundRobinTests(SynchronousTestCase):
@@ -336,11 +358,11 @@ class RandomTwoTests(SynchronousTestCase):
     Tests for L{RandomTwo}.
     """
 
-    def test_providesIKeyedStrategy(self) -> None:
+    def test_providesIStrategy(self) -> None:
         """
-        L{RandomTwo} provides L{IKeyedStrategy}.
+        L{RandomTwo} provides L{IStrategy}.
         """
-        self.assertTrue(verifyObject(IKeyedStrategy, RandomTwo(Random(1))))
+        self.assertTrue(verifyObject(IStrategy, RandomTwo(Random(1))))
 
     def test_lighterOfTwoDrawn(self) -> None:
         """
@@ -400,11 +422,11 @@ class ConsistentHashTests(SynchronousTestCase):
     Tests for L{ConsistentHash}.
     """
 
-    def test_providesIKeyedStrategy(self) -> None:
+    def test_providesIStrategy(self) -> None:
         """
-        L{ConsistentHash} provides L{IKeyedStrategy}.
+        L{ConsistentHash} provides L{IStrategy}.
         """
-        self.assertTrue(verifyObject(IKeyedStrategy, ConsistentHash(Random(1))))
+        self.assertTrue(verifyObject(IStrategy, ConsistentHash(Random(1))))
 
     def test_sameKeySameBackend(self) -> None:
         """
@@ -531,14 +553,17 @@ class PeakEWMATests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.strategy = PeakEWMA(self.clock.seconds, Random(2), decay=10.0)
+        self.now = 0.0
+        self.strategy = PeakEWMA(Random(2), decay=10.0)
 
-    def test_providesIKeyedStrategy(self) -> None:
+    def observe(self, backend: Backend, latency: float) -> None:
+        self.strategy.observe(backend, latency, self.now)
+
+    def test_providesIStrategy(self) -> None:
         """
-        L{PeakEWMA} provides L{IKeyedStrategy}.
+        L{PeakEWMA} provides L{IStrategy}.
         """
-        self.assertTrue(verifyObject(IKeyedStrategy, self.strategy))
+        self.assertTrue(verifyObject(IStrategy, self.strategy))
 
     def test_peakThenDecay(self) -> None:
         """
@@ -547,11 +572,11 @@ class PeakEWMATests(SynchronousTestCase):
         """
         backend = makeBackends(1)[0]
         self.assertIsNone(self.strategy.latency(backend))
-        self.strategy.observe(backend, 0.001)
-        self.strategy.observe(backend, 0.050)
+        self.observe(backend, 0.001)
+        self.observe(backend, 0.050)
         self.assertEqual(self.strategy.latency(backend), 0.050)
-        self.clock.advance(10.0)
-        self.strategy.observe(backend, 0.001)
+        self.now += 10.0
+        self.observe(backend, 0.001)
         expected = 0.050 * math.exp(-1) + 0.001 * (1 - math.exp(-1))
         self.assertEqual(self.strategy.latency(backend), expected)
 
@@ -561,7 +586,7 @@ class PeakEWMATests(SynchronousTestCase):
         backend costs nothing while idle and a penalty once busy.
         """
         a, b = makeBackends(1, 2)
-        self.strategy.observe(a, 0.010)
+        self.observe(a, 0.010)
         a.active = 3
         self.assertEqual(self.strategy.cost(a), 0.010 * 4)
         self.assertEqual(self.strategy.cost(b), 0.0)
@@ -575,8 +600,8 @@ class PeakEWMATests(SynchronousTestCase):
         """
         backends = makeBackends(1, 1, 1)
         for backend in backends:
-            self.strategy.observe(backend, 0.001)
-        self.strategy.observe(backends[0], 0.050)
+            self.observe(backend, 0.001)
+        self.observe(backends[0], 0.050)
         chosen = Counter(
             self.strategy.pick(backends, allowAllBut()).name  # type: ignore[union-attr]
             for _ in range(300)
@@ -588,7 +613,7 @@ class PeakEWMATests(SynchronousTestCase):
         The explanation gives both candidates' latency and load.
         """
         a, b = makeBackends(1, 1)
-        self.strategy.observe(a, 0.012)
+        self.observe(a, 0.012)
         choice = self.strategy.choose([a, b], allowAllBut())
         assert choice is not None
         self.assertEqual(
