@@ -484,7 +484,8 @@ def simulatePool(
         def done() -> None:
             state.serving -= 1
             now = clock.seconds()
-            latency = now - arrival.at
+            # Rounded to the nanosecond: sums of floats are not exact.
+            latency = round(now - arrival.at, 9)
             attempts.succeeded(lease)
             pool.strategy.observe(lease.backend, latency, now)
             lease.release()
@@ -499,11 +500,11 @@ def simulatePool(
             begin()
 
     for arrival in arrivals:
-        clock.advance(arrival.at - clock.seconds())
+        _advanceTo(clock, arrival.at)
         start(arrival)
-    # Let every request in flight finish, then stop the checks.
+    # Let every request in flight finish; the checks stop with the clock.
     while any(state.serving or state.waiting for state in simulated.values()):
-        clock.advance(min(call.getTime() for call in clock.getDelayedCalls()) - clock.seconds())
+        _advanceTo(clock, min(call.getTime() for call in clock.getDelayedCalls()))
     moved = None
     if strategy == "consistent-hash":
         moved = _keysMoved(pool.backends, arrivals, read)  # type: ignore[arg-type]
@@ -528,6 +529,20 @@ def simulatePool(
             for backend in pool.backends
         ),
     )
+
+
+def _advanceTo(clock: Clock, when: float) -> None:
+    """
+    Move C{clock} to C{when}, running each call due on the way at its own
+    time (L{Clock.advance} runs them all at the end of the step).
+    """
+    while True:
+        due = [call.getTime() for call in clock.getDelayedCalls()]
+        following = min(due) if due else None
+        if following is None or following > when:
+            break
+        clock.advance(max(following - clock.seconds(), 0.0))
+    clock.advance(max(when - clock.seconds(), 0.0))
 
 
 def _perSecond(
