@@ -26,6 +26,7 @@ from twisted.web.server import Site
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lbtwist.admin import adminResource  # noqa: E402
+from lbtwist.backend import BackendState  # noqa: E402
 from lbtwist.balancer import Balancer  # noqa: E402
 from lbtwist.config import (  # noqa: E402
     BackendConfig,
@@ -39,7 +40,7 @@ from lbtwist.stats import FrontendStats  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "stats-page.png")
-WINDOW = "1400,900"
+WINDOW = "1280,900"
 
 
 def _backend(name: str, port: int, weight: int = 1) -> BackendConfig:
@@ -99,7 +100,8 @@ def demoBalancer(now: float) -> Balancer:
                 _backend("web-3", 8003),
             ),
             health=HealthCheckConfig(check="http", path="/healthz"),
-        )
+        ),
+        now - 5 * 86400,
     )
     api = BackendPool(
         PoolConfig(
@@ -107,7 +109,8 @@ def demoBalancer(now: float) -> Balancer:
             strategy="least-connections",
             backends=(_backend("api-1", 9011), _backend("api-2", 9012)),
             health=HealthCheckConfig(check="tcp"),
-        )
+        ),
+        now - 5 * 86400,
     )
     frontends = [
         (
@@ -126,20 +129,27 @@ def demoBalancer(now: float) -> Balancer:
 
     web1, web2, web3 = web.backends
     api1, api2 = api.backends
-    for backend in [web1, web2, web3]:
-        backend.checkResult(True, "HTTP 200", now - 1.6)
-    api1.checkResult(True, "connected", now - 0.8)
-    api2.checkResult(True, "connected", now - 40)
+    for backend in [web1, web2, web3, api1, api2]:
+        backend.setState(BackendState.UP, "first health check passed", now - 86400)
+    for index in range(10):
+        at = now - 1.6 - 2 * (9 - index)
+        for backend in [web1, web2, web3]:
+            backend.checkResult(True, "HTTP 200", at)
+        api1.checkResult(True, "connected", at + 0.8)
+        api2.checkResult(index != 4, "connected" if index != 4 else "timeout", at)
     for index in range(3):
         api2.checkResult(False, "connection refused", now - 6.3 + 2 * index)
+    balancer.setWeight("web", "web-1", 5)
 
     _traffic(web1, now, 1840, 0.0123, errors=2)
     web1.active = 5
     _traffic(web2, now, 1215, 0.0187, failures={"response_timeout": 1})
     web2.active = 3
     balancer.drain("web", "web-2")
+    web2.stateSince = now - 1262
     _traffic(web3, now, 402, 0.0311, errors=17, failures={"connect_refused": 2})
     balancer.disable("web", "web-3")
+    web3.stateSince = now - 3 * 3600 - 125
     web3.lastCheckAt = now - 845
     _traffic(api1, now, 9321, 0.0042)
     api1.active = 12

@@ -10,51 +10,90 @@ Prometheus metrics.
     L{lbtwist.balancer.poolsJSON}); C{GET /api/pools/<pool>} and
     C{GET /api/pools/<pool>/backends/<backend>} show one of them.
   - C{POST /api/pools/<pool>/backends/<backend>/drain}, C{/disable},
-    C{/enable}, and C{PUT .../weight} with C{{"weight": N}}: answered with
-    the backend's JSON.
+    C{/enable}, C{PUT .../weight} with C{{"weight": N}} and
+    C{DELETE .../overrides} (back to the configured weight and state):
+    answered with the backend's JSON.  C{<backend>} is a backend's name or
+    its C{host:port} (C{127.0.0.1:9102}, C{[::1]:9001}), as log lines show
+    it.
   - C{GET /metrics}: the Prometheus text format.
 
 Errors are JSON, C{{"error": "..."}}: 404 for an unknown path, pool or
 backend, 400 for a bad body or weight, 405 for a wrong method, 401 for a
-missing or wrong token and 403 for a form or API post from another origin
-(a web page cannot make the browser change lbtwist's backends).  Nothing
-changes on any error.
+missing or wrong token, 403 for a form or API post from another origin
+(a web page cannot make the browser change lbtwist's backends) and 409 for
+a weight on a pool whose strategy ignores weights or an address shared by
+several backends.  Nothing changes on any error.
 
-With a token, every request needs C{Authorization: Bearer <token>}; a
-browser does not send that header by itself, so the page and its buttons
-then need a client that adds it (a browser extension, a proxy), and the
-JSON API is the interface for scripts.
+With a token, every request needs C{Authorization: Bearer <token>} or a
+session cookie.  A browser that asks for a page without either gets a
+small login form (status 401); C{POST /login} with the right token sets
+a signed session cookie (C{HttpOnly}, C{SameSite=Strict}, C{Secure} when
+the admin listener is TLS) that expires after L{SESSION_SECONDS}, and
+C{POST /logout} removes it.  API clients keep using the bearer token and
+get JSON 401s.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import html
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from urllib.parse import quote, urlsplit
 
 from prometheus_client.registry import CollectorRegistry
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 import lbtwist
-from lbtwist.backend import Backend, BackendState
-from lbtwist.balancer import Balancer, NotFound, backendJSON, poolJSON, poolsJSON
+from lbtwist.backend import CHECK_HISTORY, Backend, BackendState
+from lbtwist.balancer import (
+    Ambiguous,
+    Balancer,
+    NotFound,
+    WeightIgnored,
+    backendJSON,
+    poolJSON,
+    poolsJSON,
+)
 from lbtwist.config import FrontendConfig
 from lbtwist.metrics import renderMetrics
 from lbtwist.pool import BackendPool
 from lbtwist.stats import STATUS_CLASSES, FrontendStats
 
-__all__ = ["ACTIONS", "REFRESH_SECONDS", "adminResource", "renderStatsPage"]
+__all__ = [
+    "ACTIONS",
+    "REFRESH_SECONDS",
+    "SESSION_COOKIE",
+    "SESSION_SECONDS",
+    "Sessions",
+    "adminResource",
+    "renderLoginPage",
+    "renderStatsPage",
+]
+
+_log = Logger()
 
 REFRESH_SECONDS = 5
 """How often the stats page reloads itself."""
 
 ACTIONS = ("drain", "disable", "enable")
 """The operations the page's buttons and the API's C{POST}s name."""
+
+_FORM_ACTIONS = ACTIONS + ("reset",)
+"""The page's buttons: L{ACTIONS}, and C{reset}, which does what the API's
+C{DELETE .../overrides} does."""
+
+SESSION_COOKIE = b"lbtwist_session"
+"""The name of the session cookie the login form sets."""
+
+SESSION_SECONDS = 12 * 3600
+"""How long a session cookie is valid after the login."""
 
 _JSON = b"application/json"
 _HTML = b"text/html; charset=utf-8"
@@ -233,27 +272,234 @@ class _Directory(Resource):
         )
 
 
+class Sessions:
+    """
+    Signed, expiring session cookies for browsers that logged in with the
+    admin token.
+
+    A cookie value is C{<expiry>.<nonce>.<signature>}: the expiry as a Unix
+    time, a random nonce, and an HMAC-SHA256 of both under a key that is
+    random per process, so a restart (not a reload) ends every session and
+    nothing needs to be kept on disk.  The expiry is checked here, whatever
+    the browser does with C{Max-Age}.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        lifetime: float = SESSION_SECONDS,
+        key: bytes | None = None,
+    ) -> None:
+        """
+        @param clock: The time source for expiry.
+        @param lifetime: How many seconds a session lasts.
+        @param key: The HMAC key; 32 random bytes by default.
+        """
+        self._clock = clock
+        self.lifetime = lifetime
+        self._key = os.urandom(32) if key is None else key
+
+    def _sign(self, payload: bytes) -> bytes:
+        """
+        @param payload: C{<expiry>.<nonce>}.
+        @return: Its signature, in hex.
+        """
+        return hmac.new(self._key, payload, hashlib.sha256).hexdigest().encode()
+
+    def issue(self) -> bytes:
+        """
+        @return: A new cookie value, valid for L{lifetime} seconds from now.
+        """
+        expiry = int(self._clock.seconds() + self.lifetime)
+        payload = b"%d.%s" % (expiry, os.urandom(9).hex().encode())
+        return payload + b"." + self._sign(payload)
+
+    def valid(self, value: bytes) -> bool:
+        """
+        @param value: A cookie value a browser sent.
+        @return: Whether it is one of ours (its signature checks) and has
+            not expired.
+        """
+        payload, _, signature = value.rpartition(b".")
+        expiry, _, _ = payload.partition(b".")
+        if not expiry.isdigit():
+            return False
+        if not hmac.compare_digest(signature, self._sign(payload)):
+            return False
+        return int(expiry) > self._clock.seconds()
+
+
+def _cookie(request: IRequest, value: bytes, maxAge: int) -> None:
+    """
+    Set the session cookie: C{HttpOnly}, C{SameSite=Strict}, for the whole
+    admin listener, and C{Secure} when the request came over TLS (a browser
+    drops a C{Secure} cookie that an C{http://} page sets, so on plain HTTP
+    the login would silently not stick).
+
+    @param request: The response's request.
+    @param value: The cookie value; empty to remove it.
+    @param maxAge: Its lifetime in seconds; 0 removes it.
+    """
+    cookie = SESSION_COOKIE + b"=" + value + b"; Path=/; Max-Age=%d" % (maxAge,)
+    cookie += b"; HttpOnly; SameSite=Strict"
+    if request.isSecure():
+        cookie += b"; Secure"
+    request.responseHeaders.addRawHeader(b"set-cookie", cookie)
+
+
+def _client(request: IRequest) -> str:
+    """
+    @param request: A request.
+    @return: The address it came from, for the log.
+    """
+    peer = request.getClientAddress()
+    return str(getattr(peer, "host", peer))
+
+
+def _wantsPage(request: IRequest, path: bytes) -> bool:
+    """
+    Whether a request without credentials comes from a browser that wants
+    a page (and should get the login form rather than a JSON 401).
+
+    @param request: The request.
+    @param path: Its first path segment.
+    """
+    accept = request.getHeader(b"accept") or b""
+    return (
+        _isRead(request)
+        and path not in (b"api", b"metrics")
+        and b"text/html" in accept.lower()
+    )
+
+
+class _Login(Resource):
+    """
+    C{/login}: C{GET} shows the login form, C{POST} with C{token=...} (the
+    form's body) checks the token and sets the session cookie.
+    """
+
+    isLeaf = True
+
+    def __init__(self, token: bytes, sessions: Sessions) -> None:
+        """
+        @param token: The admin token.
+        @param sessions: Where session cookies come from.
+        """
+        super().__init__()
+        self._token = token
+        self._sessions = sessions
+
+    def render(self, request: IRequest) -> bytes:
+        """
+        Show the form, or log in.
+
+        @param request: The request.
+        @return: The body.
+        """
+        if request.postpath not in ([], [b""]):
+            return _error(
+                request, 404, f"no such page: {request.path.decode('utf-8', 'replace')}"
+            )
+        if _isRead(request):
+            return _loginPage(request, 200)
+        if request.method != b"POST":
+            return _methodNotAllowed(request, [b"GET", b"HEAD", b"POST"])
+        if not _sameOrigin(request):
+            return _error(request, 403, "cross-origin request refused")
+        given = (request.args or {}).get(b"token", [b""])[0].strip()
+        if not given or not hmac.compare_digest(given, self._token):
+            _log.warn(
+                "admin: login with a wrong token from {client}",
+                client=_client(request),
+            )
+            return _loginPage(request, 401, "Wrong token.")
+        _log.info("admin: login from {client}", client=_client(request))
+        _cookie(request, self._sessions.issue(), int(self._sessions.lifetime))
+        request.setHeader(b"location", b"/")
+        return _respond(request, 303, b"text/plain; charset=utf-8", b"See /\n")
+
+
+class _Logout(Resource):
+    """
+    C{POST /logout}: remove the session cookie and go to the login form.
+    """
+
+    isLeaf = True
+
+    def render(self, request: IRequest) -> bytes:
+        """
+        Log out.
+
+        @param request: The request.
+        @return: The body.
+        """
+        if request.method != b"POST":
+            return _methodNotAllowed(request, [b"POST"])
+        if not _sameOrigin(request):
+            return _error(request, 403, "cross-origin request refused")
+        _cookie(request, b"", 0)
+        request.setHeader(b"location", b"/login")
+        return _respond(request, 303, b"text/plain; charset=utf-8", b"See /login\n")
+
+
+class _LoginForm(Resource):
+    """
+    The login form, status 401, for a browser without credentials.
+    """
+
+    isLeaf = True
+
+    def render(self, request: IRequest) -> bytes:
+        """
+        @param request: The request.
+        @return: The login page.
+        """
+        return _loginPage(request, 401)
+
+
+def _loginPage(request: IRequest, code: int, problem: str = "") -> bytes:
+    """
+    Answer with the login page.
+
+    @param request: The request.
+    @param code: The status code.
+    @param problem: What went wrong with the last attempt, or C{""}.
+    @return: The body.
+    """
+    request.setHeader(b"content-security-policy", _PAGE_POLICY)
+    page = renderLoginPage(problem)
+    return _respond(request, code, _HTML, page.encode("utf-8"))
+
+
 class _TokenGuard(_Directory):
     """
     The root of the admin tree when a token is set: every request needs
-    C{Authorization: Bearer <token>}.
+    C{Authorization: Bearer <token>} or a valid session cookie, except the
+    login and logout pages.
     """
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, sessions: Sessions) -> None:
         """
         @param token: The token requests must present.
+        @param sessions: Checks session cookies.
         """
         super().__init__()
         self._token = token.encode("utf-8")
+        self._sessions = sessions
+        self._login = _Login(self._token, sessions)
+        self._logout = _Logout()
 
     def _refusal(self, request: IRequest) -> str | None:
         """
         @param request: The request.
-        @return: Why the request is refused, or L{None} if its token is
-            right.
+        @return: Why the request is refused, or L{None} if its token or its
+            session cookie is right.
         """
         header = request.getHeader(b"authorization")
         if header is None:
+            cookie = request.getCookie(SESSION_COOKIE)
+            if cookie is not None and self._sessions.valid(cookie):
+                return None
             return "missing bearer token"
         scheme, _, given = header.strip().partition(b" ")
         if scheme.lower() != b"bearer":
@@ -264,14 +510,20 @@ class _TokenGuard(_Directory):
 
     def getChildWithDefault(self, path: bytes, request: IRequest) -> IResource:
         """
-        Check the token before finding the child.
+        Check the token or session before finding the child.
 
         @param path: The first path segment.
         @param request: The request.
-        @return: The child, or a 401 resource.
+        @return: The child, the login form, or a 401 resource.
         """
+        if path == b"login":
+            return self._login
+        if path == b"logout":
+            return self._logout
         refusal = self._refusal(request)
         if refusal is not None:
+            if refusal != "invalid token" and _wantsPage(request, path):
+                return _LoginForm()
             challenge = b'Bearer realm="lbtwist"'
             if refusal == "invalid token":
                 challenge += b', error="invalid_token"'
@@ -331,17 +583,19 @@ class _Operations:
             "drain": balancer.drain,
             "disable": balancer.disable,
             "enable": balancer.enable,
+            "reset": balancer.clearOverrides,
         }
 
     def run(self, action: str, pool: str, backend: str) -> Backend:
         """
         Run one operation.
 
-        @param action: One of L{ACTIONS}.
+        @param action: One of L{_FORM_ACTIONS}.
         @param pool: The pool's name.
-        @param backend: The backend's name.
+        @param backend: The backend's name or address.
         @return: The backend.
-        @raise NotFound: For an unknown pool or backend.
+        @raise NotFound: For an unknown pool or backend, or L{Ambiguous}
+            for an address several backends share.
         """
         return self._operations[action](pool, backend)
 
@@ -385,7 +639,8 @@ class PoolsAPI(Resource):
             pool = self._balancer.pools.get(names[0])
             if pool is None:
                 return _error(request, 404, f'unknown pool "{names[0]}"')
-            return _json(request, poolJSON(pool, now))
+            overrides = self._balancer.overrides().get(pool.name)
+            return _json(request, poolJSON(pool, now, overrides))
         if len(names) in (3, 4) and names[1] == "backends":
             return self._backend(request, names[0], names[2], names[3:])
         return _error(
@@ -400,8 +655,9 @@ class PoolsAPI(Resource):
 
         @param request: The request.
         @param pool: The pool's name.
-        @param name: The backend's name.
-        @param action: C{[]} to show it, or one of L{ACTIONS} or C{"weight"}.
+        @param name: The backend's name or address.
+        @param action: C{[]} to show it, or one of L{ACTIONS}, C{"weight"}
+            or C{"overrides"}.
         @return: The body.
         """
         if not action:
@@ -410,6 +666,8 @@ class PoolsAPI(Resource):
             allowed = [b"POST"]
         elif action[0] == "weight":
             allowed = [b"PUT"]
+        elif action[0] == "overrides":
+            allowed = [b"DELETE"]
         else:
             return _error(request, 404, f'no such operation: "{action[0]}"')
         if request.method not in allowed:
@@ -421,13 +679,20 @@ class PoolsAPI(Resource):
             if action and action[0] == "weight":
                 weight = _weightFromJSON(request.content.read())
                 self._balancer.setWeight(pool, name, weight)  # type: ignore[arg-type]
+            elif action and action[0] == "overrides":
+                self._operations.run("reset", pool, name)
             elif action:
                 self._operations.run(action[0], pool, name)
+        except Ambiguous as e:
+            return _error(request, 409, e.message)
         except NotFound as e:
             return _error(request, 404, e.message)
+        except WeightIgnored as e:
+            return _error(request, 409, e.message)
         except ValueError as e:
             return _error(request, 400, str(e))
-        return _json(request, backendJSON(backend, self._clock.seconds()))
+        override = self._balancer.override(backend)
+        return _json(request, backendJSON(backend, self._clock.seconds(), override))
 
 
 def _weightFromJSON(body: bytes) -> object:
@@ -471,7 +736,7 @@ class FormActions(Resource):
         @return: The body.
         """
         names = _names(request.postpath)
-        if len(names) != 4 or names[1] != "backends" or names[3] not in ACTIONS:
+        if len(names) != 4 or names[1] != "backends" or names[3] not in _FORM_ACTIONS:
             return _error(
                 request, 404, f"no such page: {request.path.decode('utf-8', 'replace')}"
             )
@@ -481,6 +746,8 @@ class FormActions(Resource):
             return _error(request, 403, "cross-origin request refused")
         try:
             self._operations.run(names[3], names[0], names[2])
+        except Ambiguous as e:
+            return _error(request, 409, e.message)
         except NotFound as e:
             return _error(request, 404, e.message)
         request.setHeader(b"location", b"/")
@@ -494,16 +761,24 @@ class StatsPage(Resource):
 
     isLeaf = True
 
-    def __init__(self, balancer: Balancer, clock: IReactorTime, started: float) -> None:
+    def __init__(
+        self,
+        balancer: Balancer,
+        clock: IReactorTime,
+        started: float,
+        logout: bool = False,
+    ) -> None:
         """
         @param balancer: The balancer to show.
         @param clock: The time source.
         @param started: When lbtwist started, for the uptime.
+        @param logout: Whether the page has a log-out button (with a token).
         """
         super().__init__()
         self._balancer = balancer
         self._clock = clock
         self._started = started
+        self._logout = logout
 
     def render(self, request: IRequest) -> bytes:
         """
@@ -519,7 +794,9 @@ class StatsPage(Resource):
         if not _isRead(request):
             return _methodNotAllowed(request, [b"GET", b"HEAD"])
         request.setHeader(b"content-security-policy", _PAGE_POLICY)
-        page = renderStatsPage(self._balancer, self._clock.seconds(), self._started)
+        page = renderStatsPage(
+            self._balancer, self._clock.seconds(), self._started, self._logout
+        )
         return _respond(request, 200, _HTML, page.encode("utf-8"))
 
 
@@ -529,6 +806,7 @@ def adminResource(
     registry: CollectorRegistry,
     token: str | None,
     started: float | None = None,
+    sessions: Sessions | None = None,
 ) -> IResource:
     """
     The root of the admin listener's resource tree.
@@ -538,15 +816,21 @@ def adminResource(
     @param registry: The metrics registry (see
         L{lbtwist.metrics.metricsRegistry}).
     @param token: When set, every request needs
-        C{Authorization: Bearer <token>}.
+        C{Authorization: Bearer <token>} or a session cookie from the login
+        form.
     @param started: When lbtwist started, for the uptime on the page;
         defaults to now.
+    @param sessions: Issues and checks session cookies (with a token); a
+        new L{Sessions} on C{clock} by default.
     @return: The resource to serve at C{/}.
     """
     if started is None:
         started = clock.seconds()
-    root = _Directory() if token is None else _TokenGuard(token)
-    root.putChild(b"", StatsPage(balancer, clock, started))
+    if token is None:
+        root = _Directory()
+    else:
+        root = _TokenGuard(token, sessions or Sessions(clock))
+    root.putChild(b"", StatsPage(balancer, clock, started, logout=token is not None))
     root.putChild(b"metrics", MetricsResource(registry))
     root.putChild(b"pools", FormActions(balancer))
     api = _Directory()
@@ -597,8 +881,17 @@ td.backend .url { font-size: 12px; }
   monospace; font-size: 12.5px; }
 td.state { font-weight: 650; text-transform: uppercase; font-size: 12px;
   letter-spacing: .04em; border-left: 4px solid transparent; }
-td.state .reason { display: block; font-weight: 400; text-transform: none;
-  letter-spacing: 0; font-size: 11.5px; opacity: .85; }
+td.state .reason, td.state .since { display: block; font-weight: 400;
+  text-transform: none; letter-spacing: 0; font-size: 11.5px; opacity: .85; }
+td.state .since { font-variant-numeric: tabular-nums; }
+.runtime { color: #9a3412; font-weight: 700; cursor: help; }
+.history { display: flex; gap: 2px; margin-bottom: 2px; }
+.history i { display: inline-block; width: 6px; height: 12px; border-radius: 1px;
+  background: #2f9e44; }
+.history i.failed { background: #d64545; }
+.history i.none { background: #dde2e7; }
+td.check { font-size: 12px; }
+td.check .muted { white-space: nowrap; }
 td.up { background: #dcf5dc; color: #14532d; border-left-color: #2f9e44; }
 td.down { background: #fde2e1; color: #7f1d1d; border-left-color: #d64545; }
 td.draining { background: #fff0cc; color: #7a4b00; border-left-color: #e6a700; }
@@ -609,11 +902,30 @@ td.disabled { background: #e6e9ed; color: #3e4c59; border-left-color: #8a96a3; }
 .bad { color: #b42318; font-weight: 650; }
 .zero { color: #a3adb8; }
 a { color: #1e5fa8; }
-table.backends td.actions, table.backends td.num { white-space: nowrap; }
+table.backends { font-size: 13px; }
+table.backends td.num { white-space: nowrap; }
+td.actions { padding: 3px 6px; }
+td.actions .buttons { display: grid; grid-template-columns: 1fr 1fr; gap: 3px; }
 form { display: inline; margin: 0; }
-button { font: inherit; font-size: 12px; line-height: 1.2; padding: 3px 7px;
-  margin-right: 3px; border: 1px solid #b4bec9; border-radius: 4px;
+button { font: inherit; font-size: 11.5px; line-height: 1.2; padding: 2px 5px;
+  border: 1px solid #b4bec9; border-radius: 4px;
   background: #fff; color: #1f2933; cursor: pointer; }
+td.actions button { width: 100%; }
+header form { margin-left: auto; }
+header button { background: transparent; color: #fff; border-color: #7f98b8; }
+header button:hover:enabled { background: #2b4c77; border-color: #b7c8de; }
+@media (max-width: 1180px) {
+  main { padding: 12px 8px 6px; }
+  table.backends { font-size: 12px; }
+  th, td { padding: 4px 5px; }
+}
+.login { max-width: 22em; margin: 12vh auto; background: #fff; padding: 20px 24px;
+  border: 1px solid #d9dee5; box-shadow: 0 1px 2px rgba(16, 24, 40, .06); }
+.login h1 { font-size: 20px; margin: 0 0 12px; }
+.login label { display: block; margin-bottom: 6px; }
+.login input { font: inherit; width: 100%; padding: 5px 7px; margin-bottom: 12px;
+  border: 1px solid #b4bec9; border-radius: 4px; }
+.login .problem { color: #b42318; font-weight: 600; }
 button:hover:enabled { background: #eef2f6; border-color: #8a96a3; }
 button:disabled { color: #a9b3bd; border-color: #dde2e7; background: #f7f8fa; cursor: default; }
 footer { color: #7b8794; font-size: 12px; padding: 0 16px 18px; }
@@ -780,60 +1092,134 @@ def _frontendsTable(frontends: Sequence[tuple[FrontendConfig, FrontendStats]]) -
 def _actionURL(backend: Backend, action: str) -> str:
     """
     @param backend: A backend.
-    @param action: One of L{ACTIONS}.
+    @param action: One of L{_FORM_ACTIONS}.
     @return: The path its button posts to, names percent-encoded.
     """
     pool, name = quote(backend.pool, safe=""), quote(backend.name, safe="")
     return f"/pools/{pool}/backends/{name}/{action}"
 
 
-_ACTION_AVAILABLE: dict[str, Callable[[BackendState], bool]] = {
-    "drain": lambda state: state is not BackendState.DRAINING,
-    "disable": lambda state: state is not BackendState.DISABLED,
-    "enable": lambda state: state in (BackendState.DRAINING, BackendState.DISABLED),
+_ACTION_AVAILABLE: dict[str, Callable[[Backend, dict[str, object]], bool]] = {
+    "drain": lambda backend, _: backend.state is not BackendState.DRAINING,
+    "disable": lambda backend, _: backend.state is not BackendState.DISABLED,
+    "enable": lambda backend, _: backend.state
+    in (BackendState.DRAINING, BackendState.DISABLED),
+    "reset": lambda _, override: bool(override),
+}
+
+_ACTION_TITLES = {
+    "drain": "no new requests; those in flight finish",
+    "disable": "out of rotation at once; health checks pause",
+    "enable": "back into rotation",
+    "reset": "back to the configured weight and state; "
+    "removes the override from the state file",
 }
 
 
-def _buttons(backend: Backend) -> str:
+def _buttons(backend: Backend, override: dict[str, object]) -> str:
     """
     @param backend: A backend.
-    @return: Its Drain, Disable and Enable forms; a button that would
-        change nothing is disabled.
+    @param override: Its runtime override.
+    @return: Its Drain, Disable, Enable and Reset forms; a button that
+        would change nothing is disabled.
     """
     forms = []
-    for action in ACTIONS:
-        disabled = "" if _ACTION_AVAILABLE[action](backend.state) else " disabled"
+    for action in _FORM_ACTIONS:
+        available = _ACTION_AVAILABLE[action](backend, override)
+        disabled = "" if available else " disabled"
         forms.append(
             f'<form method="post" action="{html.escape(_actionURL(backend, action))}">'
-            f'<button type="submit"{disabled}>{action.capitalize()}</button></form>'
+            f'<button type="submit" title="{html.escape(_ACTION_TITLES[action])}"'
+            f"{disabled}>{action.capitalize()}</button></form>"
         )
-    return "".join(forms)
+    return '<div class="buttons">' + "".join(forms) + "</div>"
 
 
-def _checkCells(backend: Backend, now: float) -> list[str]:
+def _checkCell(backend: Backend, now: float) -> str:
     """
     @param backend: A backend.
     @param now: The current time.
-    @return: The last check's result and age cells.
+    @return: Its check cell: a mark per remembered check result, oldest
+        first (green passed, red failed, grey not yet), each with its age
+        and detail as a tooltip; then the last result and its age.
     """
+    records = list(backend.checkHistory)
+    marks = [
+        f'<i class="{"passed" if record.ok else "failed"}" title="'
+        f'{html.escape(_age(record.at, now))}: '
+        f'{"passed" if record.ok else "failed"}, {html.escape(record.detail)}"></i>'
+        for record in records
+    ]
+    marks += ['<i class="none" title="no check yet"></i>'] * (CHECK_HISTORY - len(marks))
+    history = '<span class="history">' + "".join(marks) + "</span>"
     if backend.lastCheckOk is None:
-        result = _cell("–", "muted")
-    else:
-        mark, classes = ("✓", "ok") if backend.lastCheckOk else ("✗", "fail")
-        detail = html.escape(backend.lastCheckDetail)
-        result = _cell(f'<span class="{classes}">{mark}</span> {detail}')
-    age = _age(backend.lastCheckAt, now)
-    return [result, _cell(age, "num muted" if backend.lastCheckAt is None else "num")]
+        return _cell(history + '<span class="muted">no check yet</span>', "check")
+    mark, classes = ("✓", "ok") if backend.lastCheckOk else ("✗", "fail")
+    detail = html.escape(backend.lastCheckDetail)
+    age = html.escape(_age(backend.lastCheckAt, now))
+    return _cell(
+        f'{history}<span class="{classes}">{mark}</span> {detail} '
+        f'<span class="muted">· {age}</span>',
+        "check",
+    )
 
 
-def _backendRow(backend: Backend, now: float) -> str:
+def _runtime(text: str, title: str) -> str:
+    """
+    @param text: A value set at runtime, already HTML.
+    @param title: What it overrides (plain text).
+    @return: The value marked with an asterisk and a tooltip.
+    """
+    return f'<span class="runtime" title="{html.escape(title)}">{text}*</span>'
+
+
+def _stateCell(backend: Backend, override: dict[str, object], now: float) -> str:
     """
     @param backend: A backend.
+    @param override: Its runtime override.
+    @param now: The current time.
+    @return: Its state cell: the state (marked if it comes from an
+        override), how long it has been in it, and why.
+    """
+    state = backend.state.value
+    text = html.escape(state)
+    if override.get("state") == state:
+        text = _runtime(text, "set at runtime; configured: enabled")
+    if backend.stateSince is not None:
+        since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(backend.stateSince))
+        text += (
+            f'<span class="since" title="since {since}">'
+            f"for {_duration(now - backend.stateSince)}</span>"
+        )
+    text += f'<span class="reason">{html.escape(backend.reason)}</span>'
+    return _cell(text, f"state {state}")
+
+
+def _weightCell(backend: Backend, override: dict[str, object]) -> str:
+    """
+    @param backend: A backend.
+    @param override: Its runtime override.
+    @return: Its weight cell, marked if the weight was set at runtime.
+    """
+    if "weight" in override and backend.weight != backend.config.weight:
+        return _cell(
+            _runtime(
+                _count(backend.weight),
+                f"set at runtime; configured {backend.config.weight}",
+            ),
+            "num",
+        )
+    return _number(backend.weight)
+
+
+def _backendRow(backend: Backend, override: dict[str, object], now: float) -> str:
+    """
+    @param backend: A backend.
+    @param override: Its runtime override (see L{Balancer.override}).
     @param now: The current time.
     @return: Its row of its pool's table.
     """
     stats = backend.stats
-    state = backend.state.value
     failures = ", ".join(
         f"{kind}: {count}" for kind, count in stats.failures.items() if count
     )
@@ -844,26 +1230,24 @@ def _backendRow(backend: Backend, now: float) -> str:
             "backend",
             f"{backend.name}\n{backend.config.url}",
         ),
-        _cell(
-            f'{state}<span class="reason">{html.escape(backend.reason)}</span>',
-            f"state {state}",
-        ),
-        _number(backend.weight),
+        _stateCell(backend, override, now),
+        _weightCell(backend, override),
         _number(backend.active),
         _number(backend.requests),
         _number(stats.serverErrors(), alarming=True),
         _number(backend.failures, alarming=True, title=failures or "no failures"),
-        *_checkCells(backend, now),
+        _checkCell(backend, now),
         _latencyCell(stats.latency.quantile(0.5, now)),
         _latencyCell(stats.latency.quantile(0.99, now)),
-        _cell(_buttons(backend), "actions"),
+        _cell(_buttons(backend, override), "actions"),
     ]
     return "<tr>" + "".join(cells) + "</tr>"
 
 
-def _poolTable(pool: BackendPool, now: float) -> str:
+def _poolTable(pool: BackendPool, balancer: Balancer, now: float) -> str:
     """
     @param pool: A pool.
+    @param balancer: The balancer, for the backends' overrides.
     @param now: The current time.
     @return: The pool's section.
     """
@@ -874,7 +1258,12 @@ def _poolTable(pool: BackendPool, now: float) -> str:
         f"{html.escape(pool.config.strategy)} · {up} of {len(pool.backends)} up · "
         f"{html.escape(checks)}"
     )
-    rows = "".join(_backendRow(backend, now) for backend in pool.backends)
+    if not pool.strategy.usesWeights:
+        summary += " (weights unused)"
+    rows = "".join(
+        _backendRow(backend, balancer.override(backend), now)
+        for backend in pool.backends
+    )
     return (
         f'<section><h2>Pool {html.escape(pool.name)}<span class="sub">{summary}</span>'
         f'</h2><table class="backends">{_BACKEND_HEADER}<tbody>{rows}</tbody></table></section>'
@@ -898,25 +1287,24 @@ def _backendHeader() -> str:
     return (
         f"<colgroup>{columns}</colgroup><thead>"
         '<tr class="group"><th class="blank" colspan="3"></th>'
-        '<th colspan="4">Requests</th><th colspan="2">Last check</th>'
+        '<th colspan="4">Requests</th><th>Health</th>'
         '<th colspan="2">Latency</th><th class="blank"></th></tr>'
         f"<tr>{names}</tr></thead>"
     )
 
 
 _BACKEND_COLUMNS: list[tuple[str, float, bool, str]] = [
-    ("Backend", 13.5, False, "name and URL"),
-    ("State", 12, False, "and why"),
-    ("Weight", 5, True, ""),
-    ("Active", 5, True, "requests in flight"),
-    ("Total", 6, True, "attempts started"),
-    ("5xx", 4.5, True, "5xx responses from the backend"),
-    ("Failures", 6, True, "failed attempts: connection, timeout or protocol"),
-    ("Result", 12, False, "the last active health check"),
-    ("Age", 6.5, True, "when the last health check finished"),
-    ("p50", 6, True, "median of the recent request durations"),
-    ("p99", 6.5, True, "99th percentile of the recent request durations"),
-    ("Actions", 14, False, ""),
+    ("Backend", 12, False, "name and URL"),
+    ("State", 12, False, "how long, and why; * = set at runtime"),
+    ("Weight", 4.5, True, "* = set at runtime"),
+    ("Active", 4.5, True, "requests in flight"),
+    ("Total", 5.5, True, "attempts started"),
+    ("5xx", 4, True, "5xx responses from the backend"),
+    ("Failed", 4.5, True, "failed attempts: connection, timeout or protocol"),
+    ("Checks", 11, False, "the last 10 active health checks, oldest first"),
+    ("p50", 5, True, "median of the recent request durations"),
+    ("p99", 5.5, True, "99th percentile of the recent request durations"),
+    ("Actions", 10.5, False, ""),
 ]
 """The columns of a pool's table: label, width in em, whether it is numeric,
 and a tooltip.  The widths are fixed, so that the columns of all pools'
@@ -925,13 +1313,38 @@ tables line up."""
 _BACKEND_HEADER = _backendHeader()
 
 
-def renderStatsPage(balancer: Balancer, now: float, started: float) -> str:
+def renderLoginPage(problem: str = "") -> str:
+    """
+    Render the login form of an admin listener with a token.
+
+    @param problem: What went wrong with the last attempt (plain text), or
+        C{""}.
+    @return: The HTML document: a form that posts C{token} to C{/login}.
+    """
+    notice = f'<p class="problem">{html.escape(problem)}</p>' if problem else ""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>lbtwist login</title><style>{_STYLE}</style></head><body>"
+        '<form class="login" method="post" action="/login"><h1>lbtwist</h1>'
+        f"{notice}"
+        '<label for="token">Admin token</label>'
+        '<input id="token" name="token" type="password" required autofocus '
+        'autocomplete="current-password">'
+        '<button type="submit">Log in</button></form></body></html>\n'
+    )
+
+
+def renderStatsPage(
+    balancer: Balancer, now: float, started: float, logout: bool = False
+) -> str:
     """
     Render the stats page.
 
     @param balancer: The balancer to show.
     @param now: The current time.
     @param started: When lbtwist started.
+    @param logout: Whether to show a log-out button.
     @return: The HTML document; every name in it is escaped.
     """
     pools = list(balancer.pools.values())
@@ -940,7 +1353,13 @@ def renderStatsPage(balancer: Balancer, now: float, started: float) -> str:
     clock = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))
     version = html.escape(lbtwist.__version__)
     sections = [_frontendsTable(balancer.frontends)]
-    sections += [_poolTable(pool, now) for pool in pools]
+    sections += [_poolTable(pool, balancer, now) for pool in pools]
+    logoutForm = (
+        '<form method="post" action="/logout"><button type="submit">Log out</button>'
+        "</form>"
+        if logout
+        else ""
+    )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">'
@@ -950,7 +1369,7 @@ def renderStatsPage(balancer: Balancer, now: float, started: float) -> str:
         f'<span class="facts">uptime <b>{_duration(now - started)}</b></span>'
         f'<span class="facts">{_plural(len(pools), "pool")} · '
         f'{_plural(len(backends), "backend")} · <b>{up}</b> up</span>'
-        f'<span class="facts">{clock}</span></header>'
+        f'<span class="facts">{clock}</span>{logoutForm}</header>'
         f"<main>{''.join(sections)}</main>"
         f"<footer>Refreshes every {REFRESH_SECONDS} s · "
         'JSON: <a href="/api/pools">/api/pools</a> · '

@@ -297,11 +297,16 @@ class AdminConfig:
     @ivar listen: A Twisted server endpoint description; a non-loopback
         address requires a token.
     @ivar token: When set, every admin request needs
-        C{Authorization: Bearer <token>}.
+        C{Authorization: Bearer <token>} (or a session cookie from the
+        login form).
+    @ivar token_file: The file the token was read from (resolved against
+        the configuration file's directory), or L{None} if it was given as
+        C{token} or not at all.
     """
 
     listen: str = "tcp:8081:interface=127.0.0.1"
     token: str | None = None
+    token_file: str | None = None
 
 
 @frozen
@@ -555,8 +560,39 @@ def isLoopbackEndpoint(description: str) -> bool:
         return interface == "localhost"
 
 
-def _parseAdmin(table: Mapping[str, object]) -> AdminConfig:
-    admin = AdminConfig(**_read(table, "[admin]", _ADMIN))
+def _readToken(path: str) -> str:
+    """
+    Read the admin token from C{token_file}.
+
+    @param path: The file's path.
+    @return: Its content without the trailing line break.
+    @raise ConfigError: If it cannot be read, is not UTF-8 or is empty.
+    """
+    try:
+        with open(path, "rb") as f:
+            token = f.read().decode("utf-8").rstrip("\r\n")
+    except OSError as e:
+        raise ConfigError(
+            f'[admin]: token_file "{path}" cannot be read: {e.strerror or e}'
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f'[admin]: token_file "{path}" is not UTF-8 text') from None
+    if not token.strip():
+        raise ConfigError(f'[admin]: token_file "{path}" is empty')
+    return token
+
+
+def _parseAdmin(table: Mapping[str, object], directory: str = "") -> AdminConfig:
+    values = _read(table, "[admin]", _ADMIN)
+    if "token_file" in values:
+        if "token" in values:
+            raise ConfigError(
+                "[admin]: token and token_file are mutually exclusive; set one"
+            )
+        path = _resolve(values["token_file"], directory)
+        values["token_file"] = path
+        values["token"] = _readToken(path)
+    admin = AdminConfig(**values)
     if admin.token is not None and not admin.token:
         raise ConfigError("[admin]: token must not be empty")
     if admin.token is None and not isLoopbackEndpoint(admin.listen):
@@ -731,7 +767,11 @@ _TOP_LEVEL = {
     "settings": _table("[settings]"),
 }
 
-_ADMIN = {"listen": lambda value: _endpoint(_string(value)), "token": _string}
+_ADMIN = {
+    "listen": lambda value: _endpoint(_string(value)),
+    "token": _string,
+    "token_file": _string,
+}
 
 _ACCESS_LOG_FORMATS = ("combined", "json")
 
@@ -1063,7 +1103,7 @@ def parseConfig(document: Mapping[str, object], source: str = "<config>") -> Con
         for index, table in enumerate(values["frontend"], 1)
     )
     _requireUniqueNames([frontend.name for frontend in frontends], "frontend")
-    admin = _parseAdmin(values["admin"]) if "admin" in values else None
+    admin = _parseAdmin(values["admin"], directory) if "admin" in values else None
     settings = _parseSettings(values.get("settings", {}), source)
     return Config(
         frontends=frontends, pools=pools, source=source, admin=admin, settings=settings

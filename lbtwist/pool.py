@@ -25,18 +25,25 @@ class BackendPool:
     @ivar strategy: The strategy that chooses among them.
     """
 
-    def __init__(self, config: PoolConfig, random: Random | None = None) -> None:
+    def __init__(
+        self,
+        config: PoolConfig,
+        now: float | None = None,
+        random: Random | None = None,
+    ) -> None:
         """
         Build the backends and the strategy named by the configuration.
 
         @param config: The pool's configuration.
+        @param now: The current time, when the backends enter their initial
+            state (see L{Backend.stateSince}), or L{None} if unknown.
         @param random: The strategy's source of randomness; a new, randomly
             seeded one by default.
         """
         self.config = config
         self.name = config.name
         self.backends = [
-            Backend(backend, config.name, config.health, config.passive_cooldown)
+            Backend(backend, config.name, config.health, config.passive_cooldown, now)
             for backend in config.backends
         ]
         self.strategy: IStrategy = STRATEGIES[config.strategy](

@@ -7,6 +7,7 @@ connection pools (closed on shutdown).
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Any, Callable, Sequence
 
@@ -396,7 +397,7 @@ class LoadBalancer(MultiService):
         reactor = self._reactor
         plan = _Plan(config)
         for poolConfig in config.pools:
-            plan.pools[poolConfig.name] = BackendPool(poolConfig)
+            plan.pools[poolConfig.name] = BackendPool(poolConfig, reactor.seconds())
             if poolConfig.mode == "http":
                 plan.connections[poolConfig.name] = BackendConnections(
                     reactor, poolConfig
@@ -504,7 +505,7 @@ class LoadBalancer(MultiService):
         self._pools.update(plan.pools)
         self.balancer.pools.clear()
         self.balancer.pools.update(plan.pools)
-        self.balancer.applyState()
+        self.balancer.applyState(os.path.basename(plan.config.source))
         for name in plan.kept:
             frontend, factory, _ = plan.frontends[name]
             if frontend.mode == "tcp":

@@ -16,7 +16,7 @@ from random import Random
 from typing import Callable, Mapping, Sequence
 
 from attrs import frozen
-from zope.interface import Interface, implementer
+from zope.interface import Attribute, Interface, implementer
 
 from lbtwist.backend import Backend
 from lbtwist.config import PoolConfig
@@ -39,6 +39,10 @@ class IStrategy(Interface):
     """
     A way to choose the backend for the next request.
     """
+
+    usesWeights = Attribute(
+        "Whether the choice depends on the backends' C{weight} (a C{bool})."
+    )
 
     def choose(
         backends: Sequence[Backend],
@@ -177,9 +181,12 @@ def _rotated(backends: Sequence[Backend], start: int) -> list[tuple[int, Backend
 class RoundRobin(_Picking):
     """
     Each eligible backend in turn, in pool order, skipping ineligible ones.
+    Weights are ignored.
     """
 
     label = "round robin"
+
+    usesWeights = False
 
     def __init__(self) -> None:
         """
@@ -227,6 +234,8 @@ class WeightedRoundRobin(_Picking):
         """
         return f"{backend.name} (weight {backend.weight})"
 
+    usesWeights = True
+
     def __init__(self) -> None:
         """
         Start with every current weight at zero.
@@ -271,6 +280,8 @@ class LeastConnections(_Picking):
         @return: The backend's name and load.
         """
         return _describeLoad(backend)
+
+    usesWeights = True
 
     def __init__(self) -> None:
         """
@@ -329,6 +340,8 @@ class RandomTwo(_Choosing):
     balancer process onto the same least loaded backend.
     """
 
+    usesWeights = True
+
     def __init__(self, random: Random) -> None:
         """
         @param random: The source of randomness (seeded in tests).
@@ -375,6 +388,8 @@ class ConsistentHash(_Choosing):
 
     The table is rebuilt when the pool's backends or weights change.
     """
+
+    usesWeights = True
 
     def __init__(
         self,
@@ -488,6 +503,8 @@ class PeakEWMA(_Choosing):
     it is tried once before it is trusted, and a high penalty while its
     first request is pending.
     """
+
+    usesWeights = True
 
     PENALTY = 10.0
     """

@@ -1138,17 +1138,29 @@ class Lbtwist:
     @ivar lines: every line lbtwist wrote to stdout or stderr so far.
     """
 
-    def __init__(self, owner: object, config: str, timeout: float = 20.0) -> None:
+    def __init__(
+        self,
+        owner: object,
+        config: str,
+        timeout: float = 20.0,
+        files: Mapping[str, str] | None = None,
+    ) -> None:
         """
         Start lbtwist and wait until every frontend listens; stopping is
         registered as a cleanup of C{owner} (a test case, or a test case
-        class from C{setUpClass}).
+        class from C{setUpClass}). C{files} maps paths relative to the
+        configuration file's directory to contents written there first.
         """
         self.directory = tempfile.mkdtemp(prefix="lbtwist-e2e-")
         _register(owner, lambda: shutil.rmtree(self.directory, ignore_errors=True))
         self.configPath = os.path.join(self.directory, "lbtwist.toml")
         with open(self.configPath, "w") as f:
             f.write(config)
+        for name, content in (files or {}).items():
+            path = os.path.join(self.directory, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(content)
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         env = dict(os.environ)
         env["PYTHONPATH"] = PROJECT_ROOT + (

@@ -7,20 +7,23 @@ Tests for L{lbtwist.admin}: every endpoint and error, through L{StubTreq}
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
 
 import lbtwist
-from lbtwist.admin import adminResource, renderStatsPage
+from lbtwist.admin import Sessions, adminResource, renderLoginPage, renderStatsPage
 from lbtwist.backend import BackendState
 from lbtwist.balancer import Balancer, poolsJSON
 from lbtwist.config import BackendConfig, FrontendConfig, HealthCheckConfig, PoolConfig
 from lbtwist.metrics import metricsRegistry
 from lbtwist.pool import BackendPool
 from lbtwist.stats import FrontendStats
+from lbtwist.strategies import RoundRobin
 
 from .test_balancer import RecordingStateFile, makeBalancer
 
@@ -178,24 +181,26 @@ class StatsPageTests(AdminTestCase):
         self.balancer.drain("app", "a")
         self.balancer.disable("app", "b")
         page = self.request("GET", "/").body.decode()
-        self.assertIn('<td class="state draining">draining<span', page)
-        self.assertIn('<td class="state disabled">disabled<span', page)
+        self.assertIn('<td class="state draining"><span class="runtime"', page)
+        self.assertIn('<td class="state disabled"><span class="runtime"', page)
         self.assertIn('<td class="state up">up<span', page)
-        self.assertIn(
-            '<form method="post" action="/pools/app/backends/a/drain">'
-            '<button type="submit" disabled>Drain</button></form>',
-            page,
-        )
-        self.assertIn(
-            '<form method="post" action="/pools/app/backends/a/enable">'
-            '<button type="submit">Enable</button></form>',
-            page,
-        )
-        self.assertIn(
-            '<form method="post" action="/pools/app/backends/c/enable">'
-            '<button type="submit" disabled>Enable</button></form>',
-            page,
-        )
+
+        def button(backend: str, action: str, disabled: bool) -> str:
+            return (
+                f'<form method="post" action="/pools/app/backends/{backend}/'
+                f'{action}"><button type="submit" title="[^"]*"'
+                f'{" disabled" if disabled else ""}>'
+                f"{action.capitalize()}</button></form>"
+            )
+
+        for backend, action, disabled in [
+            ("a", "drain", True),
+            ("a", "enable", False),
+            ("a", "reset", False),
+            ("c", "enable", True),
+            ("c", "reset", True),
+        ]:
+            self.assertRegex(page, button(backend, action, disabled))
 
     def test_latencyAndChecks(self) -> None:
         """
@@ -205,14 +210,15 @@ class StatsPageTests(AdminTestCase):
         """
         backend = self.balancer.backend("app", "a")
         backend.stats.recordResponse(200, 0.01234, self.clock.seconds())
-        backend.lastCheckOk, backend.lastCheckDetail = False, "HTTP 500"
-        backend.lastCheckAt = self.clock.seconds() - 3
+        backend.checkResult(False, "HTTP 500", self.clock.seconds() - 3)
         page = self.request("GET", "/").body.decode()
         self.assertIn('<td class="num">12.3 ms</td>', page)
         self.assertIn('<td class="num muted">–</td>', page)
-        self.assertIn('<span class="fail">✗</span> HTTP 500', page)
-        self.assertIn('<td class="num">3 s ago</td>', page)
-        self.assertIn('<td class="num muted">never</td>', page)
+        self.assertIn(
+            '<span class="fail">✗</span> HTTP 500 <span class="muted">· 3 s ago</span>',
+            page,
+        )
+        self.assertIn('<span class="muted">no check yet</span>', page)
 
     def test_countsHighlighted(self) -> None:
         """
@@ -316,7 +322,10 @@ class PoolsAPITests(AdminTestCase):
                 response.json(), poolsJSON(self.balancer, self.clock.seconds())
             )
         [app, api] = response.json()["pools"]
-        self.assertEqual((app["name"], app["strategy"]), ("app", "round-robin"))
+        self.assertEqual(
+            (app["name"], app["strategy"], app["uses_weights"]),
+            ("app", "weighted-round-robin", True),
+        )
         self.assertEqual(
             [(b["name"], b["state"]) for b in api["backends"]], [("x", "draining")]
         )
@@ -338,6 +347,11 @@ class PoolsAPITests(AdminTestCase):
                 "latency_p50_ms",
                 "latency_p99_ms",
                 "health",
+                "configured_weight",
+                "overrides",
+                "state_since",
+                "state_seconds",
+                "check_history",
             },
         )
 
@@ -744,4 +758,337 @@ class FormattingTests(SynchronousTestCase):
         ]:
             backend.lastCheckAt = 5000 - age
             page = renderStatsPage(balancer, 5000, 1000)
-            self.assertIn(f'<td class="num">{text}</td>', page)
+            self.assertIn(f'<span class="muted">· {text}</span>', page)
+
+
+class AddressRouteTests(AdminTestCase):
+    """
+    Every route that takes a backend takes its C{host:port} as well as its
+    name.
+    """
+
+    def test_everyRouteKind(self) -> None:
+        """
+        Show, POST operations, PUT weight, DELETE overrides and the page's
+        forms all find C{127.0.0.1:9001} as backend C{a}.
+        """
+        address = "127.0.0.1:9001"
+        response = self.request("GET", f"/api/pools/app/backends/{address}")
+        self.assertEqual((response.code, response.json()["name"]), (200, "a"))
+        response = self.request("POST", f"/api/pools/app/backends/{address}/drain")
+        self.assertEqual(
+            (response.code, response.json()["state"]), (200, "draining")
+        )
+        response = self.request(
+            "PUT", f"/api/pools/app/backends/{address}/weight", b'{"weight": 4}'
+        )
+        self.assertEqual(
+            (response.code, response.json()["overrides"]),
+            (200, {"state": "draining", "weight": 4}),
+        )
+        response = self.request("DELETE", f"/api/pools/app/backends/{address}/overrides")
+        self.assertEqual(
+            (response.code, response.json()["weight"], response.json()["state"]),
+            (200, 1, "up"),
+        )
+        response = self.request("POST", f"/pools/app/backends/{address}/disable")
+        self.assertEqual(response.code, 303)
+        self.assertEqual(self.balancer.backend("app", "a").state.value, "disabled")
+        self.assertEqual(self.stateFile.saved[-1], {"app": {"a": {"state": "disabled"}}})
+
+    def test_ipv6AndUnknown(self) -> None:
+        """
+        A bracketed IPv6 address, percent-encoded or not, is an address; an
+        address no backend has is a 404.
+        """
+        self.assertJSONError(
+            self.request("GET", "/api/pools/app/backends/%5B::1%5D:9001"),
+            404,
+            'pool "app" has no backend "[::1]:9001"',
+        )
+        self.assertJSONError(
+            self.request("POST", "/api/pools/app/backends/127.0.0.1:9999/drain"),
+            404,
+            'pool "app" has no backend "127.0.0.1:9999"',
+        )
+
+
+class OverridesAPITests(AdminTestCase):
+    """
+    C{DELETE .../overrides}, the Reset button, and the marks of overridden
+    values.
+    """
+
+    def test_delete(self) -> None:
+        """
+        C{DELETE .../overrides} answers the backend's JSON with its
+        configured weight and state, and empties its override.
+        """
+        self.balancer.setWeight("app", "b", 7)
+        self.balancer.disable("app", "b")
+        response = self.request("DELETE", "/api/pools/app/backends/b/overrides")
+        self.assertEqual(response.code, 200)
+        view = response.json()
+        self.assertEqual(
+            (view["weight"], view["configured_weight"], view["state"], view["overrides"]),
+            (2, 2, "up", {}),
+        )
+        self.assertEqual(self.stateFile.saved[-1], {})
+
+    def test_deleteMethods(self) -> None:
+        """
+        Only C{DELETE} is allowed on C{.../overrides}; a cross-origin one is
+        refused.
+        """
+        response = self.request("POST", "/api/pools/app/backends/b/overrides")
+        self.assertJSONError(
+            response, 405, "method POST not allowed here (allowed: DELETE)"
+        )
+        self.balancer.drain("app", "b")
+        response = self.request(
+            "DELETE",
+            "/api/pools/app/backends/b/overrides",
+            headers={"Origin": "http://evil.example", "Host": "127.0.0.1:8081"},
+        )
+        self.assertJSONError(response, 403, "cross-origin request refused")
+        self.assertEqual(self.balancer.backend("app", "b").state.value, "draining")
+
+    def test_resetButton(self) -> None:
+        """
+        The page's Reset button does what C{DELETE .../overrides} does and
+        redirects to the page; a cross-origin post is refused.
+        """
+        self.balancer.setWeight("app", "c", 3)
+        response = self.request(
+            "POST",
+            "/pools/app/backends/c/reset",
+            headers={"Origin": "http://other.example:8081", "Host": "127.0.0.1:8081"},
+        )
+        self.assertEqual(response.code, 403)
+        self.assertEqual(self.balancer.backend("app", "c").weight, 3)
+        response = self.request("POST", "/pools/app/backends/c/reset")
+        self.assertEqual((response.code, response.header(b"location")), (303, b"/"))
+        self.assertEqual(self.balancer.backend("app", "c").weight, 1)
+        self.assertEqual(self.stateFile.saved[-1], {})
+
+    def test_pageMarksOverrides(self) -> None:
+        """
+        An overridden weight is shown with an asterisk and a title naming
+        the configured weight; an overridden state too.
+        """
+        self.balancer.setWeight("app", "b", 5)
+        self.balancer.drain("app", "c")
+        page = self.request("GET", "/").body.decode()
+        self.assertIn(
+            '<span class="runtime" title="set at runtime; configured 2">5*</span>', page
+        )
+        self.assertIn(
+            '<span class="runtime" title="set at runtime; configured: enabled">'
+            "draining*</span>",
+            page,
+        )
+
+    def test_weightIgnored(self) -> None:
+        """
+        C{PUT weight} on a pool whose strategy ignores weights is a 409
+        with a JSON error saying so.
+        """
+        self.balancer.pools["app"].strategy = RoundRobin()
+        response = self.request(
+            "PUT", "/api/pools/app/backends/a/weight", b'{"weight": 4}'
+        )
+        self.assertEqual(response.code, 409)
+        self.assertIn("ignores weights", response.json()["error"])
+        self.assertEqual(self.balancer.backend("app", "a").weight, 1)
+
+
+class PageHistoryTests(AdminTestCase):
+    """
+    The page shows the time in the current state and the check history.
+    """
+
+    def test_stateSinceAndHistory(self) -> None:
+        """
+        The state cell says for how long; the check cell has a mark per
+        remembered check, with its age and detail as a title, and grey
+        marks for the checks not yet made.
+        """
+        backend = self.balancer.backend("app", "a")
+        now = self.clock.seconds()
+        backend.setState(BackendState.DOWN, "3 consecutive failures", now - 125)
+        backend.checkResult(True, "HTTP 200", now - 4)
+        backend.setState(BackendState.DOWN, "3 consecutive failures", now - 125)
+        backend.checkResult(False, "connection refused", now - 2)
+        page = self.request("GET", "/").body.decode()
+        self.assertIn('for 2m 5s</span><span class="reason">3 consecutive', page)
+        self.assertIn(
+            '<span class="history"><i class="passed" title="4 s ago: passed, '
+            'HTTP 200"></i><i class="failed" title="2 s ago: failed, '
+            'connection refused"></i>' + '<i class="none" title="no check yet"></i>' * 8,
+            page,
+        )
+
+
+class LoginTests(AdminTestCase):
+    """
+    With a token, a browser logs in with a form and gets a signed session
+    cookie; API clients keep the bearer token.
+    """
+
+    token = TOKEN
+    BROWSER = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+
+    def login(self, token: str = TOKEN, headers: dict[str, str] | None = None) -> Response:
+        """
+        Post the login form.
+        """
+        return self.request(
+            "POST",
+            "/login",
+            f"token={token}".encode(),
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                **(headers or {}),
+            },
+        )
+
+    def cookie(self, response: Response) -> str:
+        """
+        @return: The C{name=value} of the session cookie C{response} sets.
+        """
+        [header] = response.headers[b"set-cookie"]
+        return header.decode().split(";")[0]
+
+    def test_browserGetsLoginForm(self) -> None:
+        """
+        A browser asking for the page without credentials gets the login
+        form with status 401; an API client gets a JSON 401.
+        """
+        response = self.request("GET", "/", headers=self.BROWSER)
+        self.assertEqual(response.code, 401)
+        self.assertEqual(response.header(b"content-type"), b"text/html; charset=utf-8")
+        self.assertIn(b'<form class="login" method="post" action="/login">', response.body)
+        self.assertIn(b'type="password"', response.body)
+        response = self.request("GET", "/api/pools", headers=self.BROWSER)
+        self.assertJSONError(response, 401, "missing bearer token")
+        self.assertEqual(self.request("GET", "/login").code, 200)
+
+    def test_login(self) -> None:
+        """
+        The right token sets an C{HttpOnly}, C{SameSite=Strict} session
+        cookie for 12 hours (no C{Secure} over plain HTTP) and redirects to
+        the page, which the cookie then opens, with a log-out button.
+        """
+        response = self.login()
+        self.assertEqual((response.code, response.header(b"location")), (303, b"/"))
+        [header] = response.headers[b"set-cookie"]
+        self.assertEqual(
+            header.split(b"; ")[1:],
+            [b"Path=/", b"Max-Age=43200", b"HttpOnly", b"SameSite=Strict"],
+        )
+        cookie = {"Cookie": self.cookie(response)}
+        page = self.request("GET", "/", headers={**self.BROWSER, **cookie})
+        self.assertEqual(page.code, 200)
+        self.assertIn(b'<form method="post" action="/logout">', page.body)
+        self.assertEqual(self.request("GET", "/api/pools", headers=cookie).code, 200)
+        response = self.request("POST", "/pools/app/backends/a/drain", headers=cookie)
+        self.assertEqual(response.code, 303)
+        self.assertEqual(self.balancer.backend("app", "a").state.value, "draining")
+
+    def test_wrongToken(self) -> None:
+        """
+        A wrong token shows the form again with status 401 and no cookie.
+        """
+        response = self.login("wrong")
+        self.assertEqual(response.code, 401)
+        self.assertIn(b"Wrong token.", response.body)
+        self.assertNotIn(b"set-cookie", response.headers)
+
+    def test_crossOriginLogin(self) -> None:
+        """
+        A login form posted from another origin is refused.
+        """
+        response = self.login(
+            headers={"Origin": "http://evil.example", "Host": "127.0.0.1:8081"}
+        )
+        self.assertJSONError(response, 403, "cross-origin request refused")
+
+    def test_expiredAndForged(self) -> None:
+        """
+        A cookie is refused after 12 hours, and so is one whose expiry or
+        signature was changed.
+        """
+        cookie = self.cookie(self.login())
+        name, value = cookie.split("=", 1)
+        expiry, nonce, signature = value.split(".")
+        forged = [
+            f"{name}={int(expiry) + 86400}.{nonce}.{signature}",
+            f"{name}={expiry}.{nonce}.{'0' * len(signature)}",
+            f"{name}={expiry}.{nonce}",
+            f"{name}=garbage",
+        ]
+        for each in forged:
+            response = self.request("GET", "/api/pools", headers={"Cookie": each})
+            self.assertEqual(response.code, 401, each)
+        self.clock.advance(12 * 3600 - 1)
+        self.assertEqual(
+            self.request("GET", "/api/pools", headers={"Cookie": cookie}).code, 200
+        )
+        self.clock.advance(1)
+        self.assertEqual(
+            self.request("GET", "/api/pools", headers={"Cookie": cookie}).code, 401
+        )
+
+    def test_otherProcessCookie(self) -> None:
+        """
+        A cookie signed by another process (another key) is refused.
+        """
+        other = Sessions(self.clock)
+        cookie = "lbtwist_session=" + other.issue().decode()
+        response = self.request("GET", "/api/pools", headers={"Cookie": cookie})
+        self.assertEqual(response.code, 401)
+
+    def test_logout(self) -> None:
+        """
+        C{POST /logout} removes the cookie and redirects to the login form.
+        """
+        response = self.request("POST", "/logout")
+        self.assertEqual(
+            (response.code, response.header(b"location")), (303, b"/login")
+        )
+        [header] = response.headers[b"set-cookie"]
+        self.assertTrue(header.startswith(b"lbtwist_session=; Path=/; Max-Age=0"))
+        self.assertEqual(self.request("GET", "/logout").code, 405)
+
+    def test_secureOverTLS(self) -> None:
+        """
+        Over TLS the cookie is C{Secure}.
+        """
+        request = DummyRequest([])
+        request.method = b"POST"
+        request.isSecure = lambda: True  # type: ignore[method-assign]
+        request.args = {b"token": [TOKEN.encode()]}
+        self.resource.getChildWithDefault(b"login", request).render(request)
+        [header] = request.responseHeaders.getRawHeaders(b"set-cookie")
+        self.assertTrue(header.endswith(b"; Secure"), header)
+
+    def test_bearerStillWorks(self) -> None:
+        """
+        The bearer token still opens everything, the page included.
+        """
+        self.assertEqual(self.request("GET", "/", token=TOKEN).code, 200)
+        self.assertEqual(self.request("GET", "/api/pools", token=TOKEN).code, 200)
+
+
+class LoginPageTests(SynchronousTestCase):
+    """
+    Tests for L{renderLoginPage}.
+    """
+
+    def test_problemEscaped(self) -> None:
+        """
+        The problem text is escaped.
+        """
+        page = renderLoginPage("<b>no</b>")
+        self.assertIn("&lt;b&gt;no&lt;/b&gt;", page)
+        self.assertNotIn("<script", page)

@@ -15,7 +15,14 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from lbtwist.backend import BackendState
-from lbtwist.balancer import Balancer, NotFound, backendJSON, poolsJSON
+from lbtwist.balancer import (
+    Ambiguous,
+    Balancer,
+    NotFound,
+    WeightIgnored,
+    backendJSON,
+    poolsJSON,
+)
 from lbtwist.config import BackendConfig, FrontendConfig, HealthCheckConfig, PoolConfig
 from lbtwist.pool import BackendPool
 from lbtwist.statefile import Overrides, StateFile
@@ -24,9 +31,10 @@ from lbtwist.stats import FrontendStats
 
 def makePools(check: str = "none") -> list[BackendPool]:
     """
-    Make two pools: C{app} with backends C{a} (weight 1), C{b} (weight 2)
-    and C{c} (weight 1) on 127.0.0.1:9001-9003, and C{api} with one backend
-    C{x} on 127.0.0.1:9101.
+    Make two pools: C{app} (weighted round robin) with backends C{a}
+    (weight 1), C{b} (weight 2) and C{c} (weight 1) on 127.0.0.1:9001-9003,
+    and C{api} (least connections) with one backend C{x} on
+    127.0.0.1:9101.
 
     @param check: The kind of active health check of C{app}.
     @return: The pools.
@@ -45,6 +53,7 @@ def makePools(check: str = "none") -> list[BackendPool]:
     app = PoolConfig(
         name="app",
         backends=(backend("a", 9001), backend("b", 9002, 2), backend("c", 9003)),
+        strategy="weighted-round-robin",
         health=HealthCheckConfig(check=check, rise=2, fall=3),
     )
     api = PoolConfig(
@@ -275,7 +284,10 @@ class BalancerTests(SynchronousTestCase):
         backend = self.balancer.setWeight("app", "b", 7)
         self.assertEqual(backend.weight, 7)
         self.assertEqual(self.stateFile.saved, [{"app": {"b": {"weight": 7}}}])
-        self.assertEqual(self.messages(), ["backend app/127.0.0.1:9002 weight 2 -> 7"])
+        self.assertEqual(
+            self.messages(),
+            ["backend app/b (127.0.0.1:9002) weight 2 -> 7 (set at runtime)"],
+        )
         self.assertEqual(self.events[0]["log_level"], LogLevel.info)
 
     def test_setConfiguredWeight(self) -> None:
@@ -455,8 +467,12 @@ class JSONViewTests(SynchronousTestCase):
                 "url": "http://127.0.0.1:9002",
                 "address": "127.0.0.1:9002",
                 "weight": 2,
+                "configured_weight": 2,
+                "overrides": {},
                 "state": "up",
                 "reason": "no active health checks",
+                "state_since": None,
+                "state_seconds": None,
                 "active": 0,
                 "requests": 0,
                 "failures": 0,
@@ -474,6 +490,7 @@ class JSONViewTests(SynchronousTestCase):
                 "latency_p50_ms": None,
                 "latency_p99_ms": None,
                 "health": {"ok": None, "checked_at": None, "detail": None},
+                "check_history": [],
             },
         )
 
@@ -521,7 +538,255 @@ class JSONViewTests(SynchronousTestCase):
                 for p in view["pools"]  # type: ignore[attr-defined]
             ],
             [
-                ("app", "round-robin", [("a", "up"), ("b", "up"), ("c", "draining")]),
+                (
+                    "app",
+                    "weighted-round-robin",
+                    [("a", "up"), ("b", "up"), ("c", "draining")],
+                ),
                 ("api", "least-connections", [("x", "up")]),
+            ],
+        )
+
+
+def _ipv6Balancer() -> Balancer:
+    """
+    @return: A balancer with a pool C{v6} of backends C{one} on
+        C{[::1]:9001}, C{two} and C{twin} both on C{127.0.0.1:9002}.
+    """
+
+    def backend(name: str, host: str, port: int) -> BackendConfig:
+        bracketed = f"[{host}]" if ":" in host else host
+        return BackendConfig(
+            url=f"http://{bracketed}:{port}",
+            scheme="http",
+            host=host,
+            port=port,
+            name=name,
+        )
+
+    pool = PoolConfig(
+        name="v6",
+        backends=(
+            backend("one", "::1", 9001),
+            backend("two", "127.0.0.1", 9002),
+            backend("twin", "127.0.0.1", 9002),
+        ),
+        strategy="weighted-round-robin",
+        health=HealthCheckConfig(check="none"),
+    )
+    clock = Clock()
+    return Balancer([BackendPool(pool)], [], clock, None)
+
+
+class AddressLookupTests(SynchronousTestCase):
+    """
+    L{Balancer.backend} finds a backend by name or by C{host:port}.
+    """
+
+    def test_byAddress(self) -> None:
+        """
+        A backend's C{host:port}, as log lines show it, finds it.
+        """
+        balancer = makeBalancer()
+        self.assertIs(
+            balancer.backend("app", "127.0.0.1:9002"), balancer.backend("app", "b")
+        )
+
+    def test_ipv6(self) -> None:
+        """
+        An IPv6 address is given in brackets, in any spelling of the
+        address; without brackets it is not an address.
+        """
+        balancer = _ipv6Balancer()
+        one = balancer.backend("v6", "one")
+        for text in ["[::1]:9001", "[0:0::1]:9001", "[0000::0001]:9001"]:
+            self.assertIs(balancer.backend("v6", text), one)
+        self.assertRaises(NotFound, balancer.backend, "v6", "::1:9001")
+        self.assertRaises(NotFound, balancer.backend, "v6", "[::1]:9009")
+
+    def test_ambiguous(self) -> None:
+        """
+        An address two backends share is refused with both names.
+        """
+        balancer = _ipv6Balancer()
+        e = self.assertRaises(Ambiguous, balancer.backend, "v6", "127.0.0.1:9002")
+        self.assertEqual(
+            e.message,
+            'pool "v6" has 2 backends at 127.0.0.1:9002 ("two", "twin"); use a name',
+        )
+
+    def test_operationsByAddressPersistByName(self) -> None:
+        """
+        An operation on a backend found by address keeps its override under
+        the backend's name.
+        """
+        stateFile = RecordingStateFile()
+        balancer = makeBalancer(stateFile)
+        balancer.drain("app", "127.0.0.1:9001")
+        balancer.setWeight("app", "127.0.0.1:9003", 4)
+        self.assertEqual(
+            stateFile.saved[-1],
+            {"app": {"a": {"state": "draining"}, "c": {"weight": 4}}},
+        )
+
+
+class OverrideTests(SynchronousTestCase):
+    """
+    Runtime overrides win over the configuration, say so in the log, and
+    can be removed.
+    """
+
+    def setUp(self) -> None:
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def messages(self) -> list[str]:
+        """
+        @return: The formatted log messages so far.
+        """
+        return [event["log_format"].format(**event) for event in self.events]
+
+    def test_appliedOverridesLogged(self) -> None:
+        """
+        Applying the state file logs one warning per overridden value,
+        naming the value, the configured one and the file, and nothing
+        else about weights.
+        """
+        stateFile = RecordingStateFile(
+            {"app": {"b": {"weight": 5, "state": "disabled"}, "c": {"weight": 3}}}
+        )
+        balancer = makeBalancer(stateFile)
+        balancer.applyState("lbtwist.toml")
+        overrides = [
+            (e["log_level"], e["log_format"].format(**e))
+            for e in self.events
+            if "from the state file overrides" in e["log_format"]
+        ]
+        self.assertEqual(
+            overrides,
+            [
+                (
+                    LogLevel.warn,
+                    "app/b (127.0.0.1:9002): weight 5 from the state file "
+                    "overrides 2 from lbtwist.toml",
+                ),
+                (
+                    LogLevel.warn,
+                    "app/b (127.0.0.1:9002): state disabled from the state file "
+                    "overrides enabled from lbtwist.toml",
+                ),
+                (
+                    LogLevel.warn,
+                    "app/c (127.0.0.1:9003): weight 3 from the state file "
+                    "overrides 1 from lbtwist.toml",
+                ),
+            ],
+        )
+        self.assertFalse([m for m in self.messages() if "->" in m])
+        self.assertEqual(balancer.backend("app", "b").weight, 5)
+
+    def test_reloadLogsAgain(self) -> None:
+        """
+        Each application (start, every reload) logs the overrides it keeps
+        once.
+        """
+        stateFile = RecordingStateFile({"app": {"a": {"weight": 4}}})
+        balancer = makeBalancer(stateFile)
+        balancer.applyState("x.toml")
+        balancer.applyState("x.toml")
+        self.assertEqual(
+            [m for m in self.messages() if "overrides" in m],
+            ["app/a (127.0.0.1:9001): weight 4 from the state file overrides 1 "
+             "from x.toml"] * 2,
+        )
+
+    def test_overrideEqualToConfigurationDropped(self) -> None:
+        """
+        A weight override equal to the configured weight (the file was
+        edited to match) is not logged and is removed from the state file.
+        """
+        stateFile = RecordingStateFile({"app": {"b": {"weight": 2}}})
+        balancer = makeBalancer(stateFile)
+        balancer.applyState()
+        self.assertEqual([m for m in self.messages() if "overrides" in m], [])
+        self.assertEqual(stateFile.saved, [{}])
+
+    def test_clearOverrides(self) -> None:
+        """
+        L{Balancer.clearOverrides} restores the configured weight, puts a
+        drained backend back into rotation and removes the override.
+        """
+        stateFile = RecordingStateFile()
+        balancer = makeBalancer(stateFile)
+        balancer.setWeight("app", "b", 9)
+        balancer.drain("app", "b")
+        backend = balancer.clearOverrides("app", "127.0.0.1:9002")
+        self.assertEqual((backend.weight, backend.state), (2, BackendState.UP))
+        self.assertEqual(backend.reason, "override removed by operator")
+        self.assertEqual(stateFile.saved[-1], {})
+        self.assertEqual(balancer.override(backend), {})
+        self.assertIn(
+            "backend app/b (127.0.0.1:9002) weight 9 -> 2 (override removed)",
+            self.messages(),
+        )
+
+    def test_clearWithoutOverride(self) -> None:
+        """
+        Clearing a backend without an override changes and saves nothing.
+        """
+        stateFile = RecordingStateFile()
+        balancer = makeBalancer(stateFile)
+        balancer.clearOverrides("app", "a")
+        self.assertEqual(stateFile.saved, [])
+
+    def test_weightIgnored(self) -> None:
+        """
+        Setting a weight on a round-robin pool raises L{WeightIgnored}
+        naming the pool and strategy, and changes nothing.
+        """
+        stateFile = RecordingStateFile()
+        pool = PoolConfig(
+            name="rr",
+            backends=(
+                BackendConfig(
+                    url="http://127.0.0.1:9001",
+                    scheme="http",
+                    host="127.0.0.1",
+                    port=9001,
+                    name="a",
+                ),
+            ),
+            health=HealthCheckConfig(check="none"),
+        )
+        balancer = Balancer([BackendPool(pool)], [], Clock(), stateFile)
+        e = self.assertRaises(WeightIgnored, balancer.setWeight, "rr", "a", 3)
+        self.assertEqual(
+            e.message,
+            'pool "rr" uses the round-robin strategy, which ignores weights; use '
+            "weighted-round-robin or least-connections to weight its backends",
+        )
+        self.assertEqual(balancer.backend("rr", "a").weight, 1)
+        self.assertEqual(stateFile.saved, [])
+
+    def test_jsonShowsConfiguredAndOverride(self) -> None:
+        """
+        The JSON view has the configured weight, the override, the time in
+        the current state and the check history.
+        """
+        balancer = makeBalancer(check="tcp")
+        backend = balancer.backend("app", "b")
+        backend.checkResult(False, "connection refused", 1001)
+        backend.checkResult(True, "connected", 1003)
+        balancer.setWeight("app", "b", 6)
+        view = poolsJSON(balancer, 1010)["pools"][0]["backends"][1]  # type: ignore[index]
+        self.assertEqual(
+            (view["weight"], view["configured_weight"], view["overrides"]),
+            (6, 2, {"weight": 6}),
+        )
+        self.assertEqual((view["state_since"], view["state_seconds"]), (1003, 7))
+        self.assertEqual(
+            view["check_history"],
+            [
+                {"at": 1001, "ok": False, "detail": "connection refused"},
+                {"at": 1003, "ok": True, "detail": "connected"},
             ],
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import datetime
 import math
+import os
 import subprocess
 import sys
 import tomllib
@@ -1334,6 +1335,52 @@ class AdminAndSettingsTests(SynchronousTestCase):
             config.admin, AdminConfig(listen="tcp:9999:interface=0.0.0.0", token="s3cret")
         )
         self.assertEqual(self.parse("[admin]\n").admin, AdminConfig())
+
+    def test_tokenFile(self) -> None:
+        """
+        C{token_file} is read relative to the configuration file's
+        directory; its trailing line break is not part of the token, and a
+        token from a file allows a non-loopback listener.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(directory, "secrets"))
+        with open(os.path.join(directory, "secrets", "admin.token"), "w") as f:
+            f.write("from-a-file\n")
+        config = self.parse(
+            '[admin]\nlisten = "tcp:8081"\ntoken_file = "secrets/admin.token"\n',
+            source=os.path.join(directory, "lbtwist.toml"),
+        )
+        self.assertEqual(
+            config.admin,
+            AdminConfig(
+                listen="tcp:8081",
+                token="from-a-file",
+                token_file=os.path.join(directory, "secrets", "admin.token"),
+            ),
+        )
+
+    def test_tokenFileErrors(self) -> None:
+        """
+        A missing, empty or unreadable token file, or C{token} together
+        with C{token_file}, is an error naming the key.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        source = os.path.join(directory, "lbtwist.toml")
+        empty = os.path.join(directory, "empty")
+        with open(empty, "w") as f:
+            f.write("\n")
+        for extra, expected in [
+            ('token_file = "missing"', "[admin]: token_file"),
+            ('token_file = "missing"', "cannot be read: No such file"),
+            ('token_file = "empty"', f'[admin]: token_file "{empty}" is empty'),
+            ('token_file = "."', "cannot be read"),
+            ('token = "x"\ntoken_file = "empty"', "token and token_file"),
+        ]:
+            e = self.assertRaises(
+                ConfigError, self.parse, f"[admin]\n{extra}\n", source=source
+            )
+            self.assertIn(expected, str(e))
 
     def test_nonLoopbackAdminNeedsToken(self) -> None:
         """

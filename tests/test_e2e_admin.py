@@ -27,7 +27,10 @@ TOKEN = "e2e-token"
 
 
 def configText(b1: ScriptedBackend, b2: ScriptedBackend, directory: str) -> str:
-    return webConfig([b1, b2]) + f"""
+    pool = webConfig([b1, b2]).replace(
+        'name = "app"\n', 'name = "app"\nstrategy = "weighted-round-robin"\n', 1
+    )
+    return pool + f"""
 [admin]
 listen = "tcp:0:interface=127.0.0.1"
 token = "{TOKEN}"
@@ -115,7 +118,7 @@ class AdminTests(SynchronousTestCase):
         self.get(4)
         [pool] = self.pools()["pools"]
         self.assertEqual(pool["name"], "app")
-        self.assertEqual(pool["strategy"], "round-robin")
+        self.assertEqual(pool["strategy"], "weighted-round-robin")
         self.assertEqual(
             [(b["name"], b["url"], b["weight"], b["state"], b["requests"], b["active"])
              for b in pool["backends"]],
