@@ -13,7 +13,9 @@ through it.
     a failed attempt against the backend (statistics and passive health),
     decides whether another attempt is allowed, and says what to answer
     when none is left (503 when no backend was available, 504 after a
-    timeout, 502 otherwise).
+    timeout, 502 otherwise).  Before the first attempt it holds a request
+    back while its pool has no backend available only because the pool's
+    first round of health checks is not complete (L{Attempts.whenReady}).
 
 Retry rules (proxy-rules.md, "Failure handling"): a failure before the
 request was sent may be retried for any method; after it was sent, only if
@@ -25,11 +27,12 @@ from __future__ import annotations
 
 from typing import Callable, Collection
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from lbtwist.backend import Backend, logStateChange
 from lbtwist.failures import UpstreamFailure
+from lbtwist.pool import BackendPool
 
 __all__ = ["Attempts", "Lease"]
 
@@ -90,6 +93,7 @@ class Attempts:
         choose: Callable[[float, Collection[Backend]], Backend | None],
         retries: int,
         what: str,
+        pool: BackendPool | None = None,
     ) -> None:
         """
         @param clock: The reactor's clock.
@@ -97,14 +101,81 @@ class Attempts:
             backend for the next attempt, or L{None} if none is available.
         @param retries: How many attempts are allowed after the first.
         @param what: What is being forwarded, for logs (C{"GET /p"}).
+        @param pool: The pool C{choose} chooses from, if it is one: a first
+            attempt waits for its first round of checks, and a 503 says why
+            its backends are unavailable.
         """
         self._clock = clock
         self._choose = choose
         self._retries = retries
         self._what = what
+        self._pool = pool
+        self._timer: IDelayedCall | None = None
+        self._stopWatching: Callable[[], None] | None = None
         self.tried: list[Backend] = []
         self.retryReasons: list[str] = []
         self.lastFailure: UpstreamFailure | None = None
+
+    def whenReady(self, proceed: Callable[[], None]) -> None:
+        """
+        Call C{proceed} when the first attempt should be made.
+
+        That is at once, unless the pool has no backend available only
+        because its first round of active health checks is not complete
+        (lbtwist has just started, e.g. for a socket-activated first
+        client).  Then C{proceed} is called as soon as a first check result
+        makes a backend available or completes the round, and at the
+        latest after the pool's check C{timeout} (the deadline every first
+        check has): a wait that always ends.  L{cancel} stops waiting.
+
+        @param proceed: Makes the first attempt (calls L{next}).
+        """
+        pool = self._pool
+        if pool is None:
+            proceed()
+            return
+        deadline = self._clock.seconds() + pool.config.health.timeout
+        self._waitUntil(pool, deadline, proceed)
+
+    def _waitUntil(
+        self, pool: BackendPool, deadline: float, proceed: Callable[[], None]
+    ) -> None:
+        """
+        Call C{proceed} now if there is nothing (more) to wait for, else
+        when the next first check result is recorded or at C{deadline}.
+        """
+        self._timer = None
+        clock = self._clock
+        now = clock.seconds()
+        if now >= deadline or not pool.firstRoundPending or pool.available(now):
+            proceed()
+            return
+
+        def checked() -> None:
+            # Called while the check result is recorded: look again once
+            # that (and its log line) is done.
+            self.cancel()
+            self._timer = clock.callLater(0, self._waitUntil, pool, deadline, proceed)
+
+        def expired() -> None:
+            self._timer = None
+            self.cancel()
+            proceed()
+
+        self._stopWatching = pool.whenChecked(checked)
+        self._timer = clock.callLater(deadline - now, expired)
+
+    def cancel(self) -> None:
+        """
+        Stop waiting for the first round of checks, if L{whenReady} is
+        waiting: the request is over.
+        """
+        stop, self._stopWatching = self._stopWatching, None
+        if stop is not None:
+            stop()
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
     def next(self) -> Lease | None:
         """
@@ -164,9 +235,12 @@ class Attempts:
             return False
         self.retryReasons.append(f"{backend.name}: {failure.reason}")
         _log.info(
-            "retrying {what} after {backend}: {reason}",
+            "retrying {what} after {label}: {reason}",
             what=self._what,
-            backend=f"{backend.pool}/{backend.name}",
+            label=backend.label,
+            pool=backend.pool,
+            backend=backend.name,
+            address=backend.address,
             reason=failure.reason,
         )
         return True
@@ -181,15 +255,28 @@ class Attempts:
             return 503
         return 504 if last.timedOut else 502
 
+    def giveUpReason(self) -> str:
+        """
+        @return: Why no attempt is left: the last failure's reason, or, when
+            no backend was available, what the pool says about its backends
+            (L{BackendPool.describeUnavailable}).
+        """
+        last = self.lastFailure
+        if last is not None:
+            return last.reason
+        if self._pool is not None:
+            return self._pool.describeUnavailable()
+        return "no backend available"
+
     def logGiveUp(self, status: int) -> None:
         """
         Log that no attempt is left.
         """
-        last = self.lastFailure
         _log.info(
             "{what}: answering {code} after {attempts} attempt(s): {why}",
             what=self._what,
             code=status,
             attempts=len(self.tried),
-            why=last.reason if last is not None else "no backend available",
+            why=self.giveUpReason(),
+            pool=None if self._pool is None else self._pool.name,
         )

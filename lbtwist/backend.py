@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from typing import Callable
 
 from attrs import frozen
 from twisted.logger import Logger
@@ -27,8 +28,11 @@ __all__ = [
     "CheckRecord",
     "StateChange",
     "logStateChange",
+    "logFailedCheck",
+    "backendLabel",
     "Backend",
     "CHECK_HISTORY",
+    "FAILED_CHECK_LOG_INTERVAL",
 ]
 
 CHECK_HISTORY = 10
@@ -36,7 +40,28 @@ CHECK_HISTORY = 10
 How many active check results a backend remembers (L{Backend.checkHistory}).
 """
 
+FAILED_CHECK_LOG_INTERVAL = 60.0
+"""
+Seconds between two log lines about the failed checks of a backend that is
+down (the first failed check is logged at once).
+"""
+
 _log = Logger()
+
+
+def backendLabel(pool: str, name: str, address: str) -> str:
+    """
+    How log lines name a backend.
+
+    @param pool: The name of its pool.
+    @param name: Its name.
+    @param address: Its C{host:port}.
+    @return: C{"app/one (127.0.0.1:9102)"}, or C{"app/127.0.0.1:9102"}
+        when its name is its address.
+    """
+    if name == address:
+        return f"{pool}/{address}"
+    return f"{pool}/{name} ({address})"
 
 
 class BackendState(enum.Enum):
@@ -85,6 +110,13 @@ class StateChange:
     new: BackendState
     reason: str
 
+    @property
+    def label(self) -> str:
+        """
+        How log lines name the backend (see L{backendLabel}).
+        """
+        return backendLabel(self.pool, self.backend, self.address)
+
 
 def logStateChange(change: StateChange, log: Logger = _log) -> None:
     """
@@ -96,7 +128,8 @@ def logStateChange(change: StateChange, log: Logger = _log) -> None:
     """
     emit = log.warn if change.new is BackendState.DOWN else log.info
     emit(
-        "backend {pool}/{address} is {new}: {reason}",
+        "backend {label} is {new}: {reason}",
+        label=change.label,
         pool=change.pool,
         backend=change.backend,
         address=change.address,
@@ -188,6 +221,8 @@ class Backend:
         self.stateSince = now
         self.stats = BackendStats()
         self.downSince: float | None = None
+        self._checkWaiters: list[Callable[[], None]] = []
+        self._failedCheckLoggedAt: float | None = None
         self._health = health
         self._cooldown = cooldown
         self._passive = health.check == "none"
@@ -218,9 +253,52 @@ class Backend:
         How log lines name this backend: C{"app/one (127.0.0.1:9102)"}, or
         C{"app/127.0.0.1:9102"} when its name is its address.
         """
-        if self.name == self.address:
-            return f"{self.pool}/{self.address}"
-        return f"{self.pool}/{self.name} ({self.address})"
+        return backendLabel(self.pool, self.name, self.address)
+
+    @property
+    def awaitingFirstCheck(self) -> bool:
+        """
+        Whether this backend is down only because no active check of it has
+        finished yet (it started C{down} and checks have not spoken).
+        """
+        return (
+            not self._passive
+            and self.lastCheckAt is None
+            and self.state is BackendState.DOWN
+        )
+
+    def whenChecked(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """
+        Call C{callback} once, right after the next active check result of
+        this backend has been recorded by L{checkResult}.
+
+        @param callback: Called with no arguments; what it raises is not
+            caught here.
+        @return: A function that cancels the call if it has not happened
+            (calling it again does nothing).
+        """
+        self._checkWaiters.append(callback)
+
+        def cancel() -> None:
+            if callback in self._checkWaiters:
+                self._checkWaiters.remove(callback)
+
+        return cancel
+
+    def failedCheckLogDue(self, now: float) -> bool:
+        """
+        Whether a failed check of this backend while it is down should be
+        logged now: the first one is, then at most one every
+        L{FAILED_CHECK_LOG_INTERVAL} seconds.  Saying yes counts as logging.
+
+        @param now: The current time.
+        @return: Whether to log.
+        """
+        last = self._failedCheckLoggedAt
+        if last is not None and now - last < FAILED_CHECK_LOG_INTERVAL:
+            return False
+        self._failedCheckLoggedAt = now
+        return True
 
     def reconfigure(
         self, config: BackendConfig, health: HealthCheckConfig, cooldown: float
@@ -258,15 +336,53 @@ class Backend:
 
     def checkResult(self, ok: bool, detail: str, now: float) -> StateChange | None:
         """
-        Record the result of an active health check.
+        Record the result of an active health check, then call the
+        callbacks registered with L{whenChecked}.
 
         A failed check counts toward C{fall}, a passed one toward C{rise};
-        neither touches the count of passive failures.
+        neither touches the count of passive failures.  While the backend
+        is C{down}, every check that does not bring it up becomes its
+        C{reason} (C{"HTTP 404 on GET /healthz (expected 200-399)"}, or
+        C{"1 of 2 consecutive successes (HTTP 200)"}); the reasons of the
+        operator states are left alone.
 
         @param ok: Whether the check passed.
         @param detail: What it saw, e.g. C{"HTTP 500"}.
         @param now: When it finished.
         @return: The resulting state change, if any.
+        """
+        try:
+            change = self._checkResult(ok, detail, now)
+            if change is not None and change.new is BackendState.DOWN:
+                # The state change names this check: the next failed one is
+                # logged a full interval later.
+                self._failedCheckLoggedAt = now
+            if change is None and self.state is BackendState.DOWN:
+                if ok:
+                    rise = self._health.rise
+                    self.reason = (
+                        f"{self._checkSuccesses} of {rise} consecutive "
+                        f"successes ({detail})"
+                    )
+                else:
+                    self.reason = detail
+            return change
+        finally:
+            waiters, self._checkWaiters = self._checkWaiters, []
+            for waiter in waiters:
+                waiter()
+
+    @property
+    def failedChecks(self) -> int:
+        """
+        How many active checks in a row have failed (0 after a passed one).
+        """
+        return self._checkFailures
+
+    def _checkResult(self, ok: bool, detail: str, now: float) -> StateChange | None:
+        """
+        Apply the C{rise}/C{fall} rules to one check result (see
+        L{checkResult}).
         """
         self.lastCheckOk, self.lastCheckDetail, self.lastCheckAt = ok, detail, now
         self.checkHistory.append(CheckRecord(at=now, ok=ok, detail=detail))
@@ -362,6 +478,8 @@ class Backend:
         self.state, self.reason = new, reason
         self.stateSince = now
         self.downSince = now if new is BackendState.DOWN else None
+        # A new state: its first failed check is logged at once.
+        self._failedCheckLoggedAt = None
         if new is BackendState.DOWN:
             # Coming back takes rise passed checks from now on.
             self._checkSuccesses = 0
@@ -375,3 +493,27 @@ class Backend:
             new=new,
             reason=reason,
         )
+
+
+def logFailedCheck(backend: Backend, now: float, log: Logger = _log) -> None:
+    """
+    Log the last active check of a backend that is C{down} and failed it,
+    if L{Backend.failedCheckLogDue}: the first failure at once, then at most
+    one line every L{FAILED_CHECK_LOG_INTERVAL} seconds per backend.
+
+    @param backend: The backend, its last check failed.
+    @param now: The current time.
+    @param log: The logger to emit the event with.
+    """
+    if backend.state is not BackendState.DOWN or not backend.failedCheckLogDue(now):
+        return
+    log.warn(
+        "backend {label} is down: health check failed: {detail} "
+        "({failures} failed in a row)",
+        label=backend.label,
+        pool=backend.pool,
+        backend=backend.name,
+        address=backend.address,
+        detail=backend.lastCheckDetail,
+        failures=backend.failedChecks,
+    )

@@ -85,7 +85,10 @@ class HealthCheckConfig:
     """
     How a pool actively checks its backends.
 
-    @ivar check: C{"http"} (GET C{path}), C{"tcp"} (connect) or C{"none"}.
+    @ivar check: C{"tcp"} (connect and close, the default: HAProxy's plain
+        C{check}), C{"http"} (GET C{path}) or C{"none"}.  A
+        C{[pool.health]} table without C{check} means C{"http"} if it sets
+        C{path} or C{expect_status}, else C{"tcp"}.
     @ivar path: The path requested by HTTP checks; starts with C{"/"}.
     @ivar expect_status: Inclusive C{(low, high)} ranges of accepted statuses.
     @ivar interval: Seconds between the starts of two checks.
@@ -99,7 +102,7 @@ class HealthCheckConfig:
         before its first check (with C{check = "none"} it starts up).
     """
 
-    check: str = "http"
+    check: str = "tcp"
     path: str = "/healthz"
     expect_status: tuple[tuple[int, int], ...] = ((200, 399),)
     interval: float = 2.0
@@ -985,8 +988,8 @@ def _parsePool(
                 "a pool must all be http:// or all be tcp://"
             )
     _checkStrategyKeys(values, where, backends[0].scheme == "tcp")
+    _defaultCheck(healthValues, f"{where} health", backends[0].scheme != "tcp")
     if backends[0].scheme == "tcp":
-        healthValues.setdefault("check", "tcp")
         if healthValues["check"] == "http":
             raise ConfigError(f'{where} health: check "http" needs http:// backends')
     elif values.get("send_proxy", "none") != "none":
@@ -1001,6 +1004,36 @@ def _parsePool(
         _checkTLSFile("ca", values["ca_file"], f"{where} ca_file", written)
     health = HealthCheckConfig(**healthValues)
     return PoolConfig(backends=backends, health=health, **values)
+
+
+_HTTP_CHECK_KEYS = ("path", "expect_status")
+"""
+The C{[pool.health]} keys that only an HTTP check uses.
+"""
+
+
+def _defaultCheck(values: dict[str, Any], where: str, httpBackends: bool) -> None:
+    """
+    Choose the kind of check of a C{[pool.health]} table that does not say:
+    C{"http"} if it sets an HTTP-only key (C{path}, C{expect_status}), as
+    giving HAProxy's C{option httpchk} a URI implies an HTTP check, else
+    C{"tcp"}, HAProxy's plain C{check}.
+
+    @param values: The table's checked values; C{check} is set in place.
+    @param where: The section, for error messages.
+    @param httpBackends: Whether the pool's backends speak HTTP (a
+        C{tcp://} pool only has TCP checks).
+    @raise ConfigError: If an HTTP-only key is set with another C{check}
+        or in a C{tcp://} pool.
+    """
+    given = [key for key in _HTTP_CHECK_KEYS if key in values]
+    if given and not httpBackends:
+        raise ConfigError(f"{where}: {given[0]} needs http:// backends")
+    check = values.setdefault("check", "http" if given else "tcp")
+    if given and check != "http":
+        raise ConfigError(
+            f'{where}: {given[0]} needs check = "http" (check is "{check}")'
+        )
 
 
 def _resolve(path: str, directory: str) -> str:
@@ -1204,7 +1237,7 @@ def configFromOptions(
         health = HealthCheckConfig(check="tcp")
     else:
         health = HealthCheckConfig(
-            path=_checkOption("--health-path", healthPath, _path)
+            check="http", path=_checkOption("--health-path", healthPath, _path)
         )
     if not backends:
         raise ConfigError("at least one --backend is required")

@@ -36,9 +36,11 @@ from twisted.internet.error import ConnectionRefusedError as TwistedRefusedError
 from twisted.internet.error import TCPTimedOutError
 from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import (
+    IAddress,
     IDelayedCall,
     IHandshakeListener,
     IProtocol,
+    IProtocolFactory,
     IReactorTCP,
     IReactorTime,
     IStreamClientEndpoint,
@@ -53,10 +55,11 @@ from twisted.web.client import (
     ResponseDone,
     ResponseFailed,
     ResponseNeverReceived,
+    URI,
 )
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IResponse
+from twisted.web.iweb import IAgent, IAgentEndpointFactory, IResponse
 from zope.interface import Attribute, Interface, implementer
 
 from lbtwist.config import BackendConfig, HealthCheckConfig, PoolConfig
@@ -82,6 +85,12 @@ How much of a health check response body is read (and discarded) before the
 connection is closed; the status line is all that matters.
 """
 
+_CONNECT_TIMEOUT = 30.0
+"""
+Seconds the shared health check agent gives a connection attempt (each
+probe's own deadline is shorter).
+"""
+
 USER_AGENT = b"lbtwist-health-check"
 """
 The C{User-Agent} sent with HTTP health checks.
@@ -95,7 +104,7 @@ class ProbeResult:
 
     @ivar ok: Whether the backend passed.
     @ivar detail: What happened, for logs and the stats page: C{"HTTP 200"},
-        C{"HTTP 503 (expected 200-399)"}, C{"connected"},
+        C{"HTTP 503 on GET /healthz (expected 200-399)"}, C{"connected"},
         C{"connection refused"}, C{"timed out after 1.0s"} or
         C{"<exception class>: <message>"}.
     @ivar duration: Seconds from the start of the probe to its result.
@@ -273,6 +282,7 @@ class HTTPProbe:
         """
         self.agent = agent
         self.url = url
+        self._path = URI.fromBytes(url).originForm.decode("ascii", "replace")
         self.healthConfig = healthConfig
         self.clock = clock
         self.host = host
@@ -312,7 +322,11 @@ class HTTPProbe:
             if self.healthConfig.accepts(code):
                 return ProbeResult(True, f"HTTP {code}", duration)
             expected = _formatExpected(self.healthConfig.expect_status)
-            return ProbeResult(False, f"HTTP {code} (expected {expected})", duration)
+            return ProbeResult(
+                False,
+                f"HTTP {code} on GET {self._path} (expected {expected})",
+                duration,
+            )
 
         def failed(reason: Failure) -> ProbeResult:
             return ProbeResult(
@@ -335,6 +349,93 @@ class HTTPProbe:
         response.deliverBody(body)
         code: int = response.code
         return body.finished.addCallback(lambda _: code)
+
+
+@implementer(IProtocolFactory)
+class _QuietFactory:
+    """
+    Builds a probe's protocol without logging C{Starting factory} and
+    C{Stopping factory} for every probe.
+    """
+
+    noisy = False
+
+    def __init__(self, wrapped: IProtocolFactory) -> None:
+        """
+        @param wrapped: Builds the protocol; its own C{doStart} and
+            C{doStop} are not called (Agent's and probes' factories only log
+            there).
+        """
+        self.wrapped = wrapped
+
+    def doStart(self) -> None:
+        """
+        A connection attempt starts: nothing to do, nothing to log.
+        """
+
+    def doStop(self) -> None:
+        """
+        A connection attempt is over: nothing to do, nothing to log.
+        """
+
+    def buildProtocol(self, addr: IAddress) -> IProtocol | None:
+        """
+        @param addr: The backend's address.
+        @return: What the wrapped factory builds.
+        """
+        return self.wrapped.buildProtocol(addr)
+
+
+@implementer(IStreamClientEndpoint)
+class _QuietEndpoint:
+    """
+    An endpoint whose connections are made with a L{_QuietFactory}: the
+    factories twisted.web's L{Agent} makes per connection are noisy.
+    """
+
+    def __init__(self, endpoint: IStreamClientEndpoint) -> None:
+        """
+        @param endpoint: Makes the connection.
+        """
+        self.endpoint = endpoint
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        """
+        @param protocolFactory: Builds the connection's protocol.
+        @return: What the wrapped endpoint's C{connect} returns.
+        """
+        return self.endpoint.connect(_QuietFactory(protocolFactory))
+
+
+@implementer(IAgentEndpointFactory)
+class _QuietEndpoints:
+    """
+    The endpoints of the health checks' L{Agent}: L{BackendEndpoints}, made
+    quiet with L{_QuietEndpoint}.
+    """
+
+    def __init__(self, endpoints: BackendEndpoints) -> None:
+        """
+        @param endpoints: Builds the endpoint of a URL.
+        """
+        self.endpoints = endpoints
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        """
+        @param uri: A backend's health check URL.
+        @return: A quiet endpoint connecting to it.
+        """
+        return _QuietEndpoint(self.endpoints.endpointForURI(uri))
+
+
+def _quietFactory(build: Callable[[], Protocol]) -> IProtocolFactory:
+    """
+    @param build: Makes the protocol of a probe's connection.
+    @return: A factory of it that does not log every connection.
+    """
+    factory: Factory[Protocol] = Factory.forProtocol(build)
+    factory.noisy = False
+    return factory
 
 
 class _CloseAtOnce(Protocol):
@@ -455,10 +556,10 @@ class TCPProbe:
         @return: The endpoint's connection L{Deferred}.
         """
         if self.tls is None:
-            return self._endpoint().connect(Factory.forProtocol(_CloseAtOnce))
+            return self._endpoint().connect(_quietFactory(_CloseAtOnce))
         endpoint = self.tls.wrap(self._endpoint(), self.host)
         protocol = _CloseAfterHandshake()
-        d = endpoint.connect(Factory.forProtocol(lambda: protocol))
+        d = endpoint.connect(_quietFactory(lambda: protocol))
         return d.addCallback(lambda _: protocol.handshake)
 
     def probe(self) -> Deferred[ProbeResult]:
@@ -789,7 +890,8 @@ def healthAgent(reactor: IReactorTCP, pool: PoolConfig | None = None) -> IAgent:
 
     Its pool is not persistent: every probe opens its own connection and
     sends C{Connection: close}, so a check measures whether the backend
-    accepts new connections and never holds idle ones.
+    accepts new connections and never holds idle ones.  Its connections are
+    quiet: no C{Starting factory} lines in the log for every probe.
 
     @param reactor: Connects to the backends; it must also provide
         L{IReactorTime}.
@@ -800,9 +902,13 @@ def healthAgent(reactor: IReactorTCP, pool: PoolConfig | None = None) -> IAgent:
     """
     connections = HTTPConnectionPool(reactor, persistent=False)
     if pool is None:
-        return Agent(reactor, pool=connections)
-    endpoints = BackendEndpoints(
-        reactor, pool.health.timeout, BackendTLS.forPool(pool)
+        # Each probe has its own deadline; this only bounds the connect.
+        endpoints = BackendEndpoints(reactor, _CONNECT_TIMEOUT)
+    else:
+        endpoints = BackendEndpoints(
+            reactor, pool.health.timeout, BackendTLS.forPool(pool)
+        )
+    agent: IAgent = Agent.usingEndpointFactory(
+        reactor, _QuietEndpoints(endpoints), pool=connections
     )
-    agent: IAgent = Agent.usingEndpointFactory(reactor, endpoints, pool=connections)
     return agent

@@ -6,9 +6,9 @@ A pool of backends: the only owner of "which backend gets this request".
 from __future__ import annotations
 
 from random import Random
-from typing import Collection
+from typing import Callable, Collection
 
-from lbtwist.backend import Backend
+from lbtwist.backend import Backend, BackendState
 from lbtwist.config import PoolConfig
 from lbtwist.strategies import STRATEGIES, Choice, IStrategy
 
@@ -70,6 +70,75 @@ class BackendPool:
             return backend not in exclude and backend.available(now)
 
         return self.strategy.choose(self.backends, eligible, key)
+
+    def available(self, now: float) -> bool:
+        """
+        Whether some backend may get a request now (without choosing one,
+        which would move the strategy on).
+
+        @param now: The current time.
+        """
+        return any(backend.available(now) for backend in self.backends)
+
+    @property
+    def firstRoundPending(self) -> bool:
+        """
+        Whether the pool's first round of active checks is not complete:
+        some backend is down only because no check of it has finished yet
+        (see L{Backend.awaitingFirstCheck}).  Never true with
+        C{check = "none"} or C{initial_state = "up"}.
+        """
+        return any(backend.awaitingFirstCheck for backend in self.backends)
+
+    def whenChecked(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """
+        Call C{callback} once, after the next first check result of one of
+        the backends still awaiting theirs has been recorded.
+
+        @param callback: Called with no arguments.
+        @return: A function that cancels the call if it has not happened.
+        """
+        cancels: list[Callable[[], None]] = []
+
+        def cancel() -> None:
+            for each in cancels:
+                each()
+            del cancels[:]
+
+        def checked() -> None:
+            cancel()
+            callback()
+
+        for backend in self.backends:
+            if backend.awaitingFirstCheck:
+                cancels.append(backend.whenChecked(checked))
+        return cancel
+
+    def describeUnavailable(self) -> str:
+        """
+        Say why no backend can be chosen, for the log and the 503 page.
+
+        @return: For example C{'no backend available in pool "app": 2 of 2
+            down (one: HTTP 404 on GET /healthz (expected 200-399))'}: how
+            many backends are in each state other than up, and the reason of
+            the first one that is not up.
+        """
+        counts: dict[BackendState, int] = {}
+        first: Backend | None = None
+        for backend in self.backends:
+            if backend.state is BackendState.UP:
+                continue
+            counts[backend.state] = counts.get(backend.state, 0) + 1
+            if first is None:
+                first = backend
+        total = len(self.backends)
+        states = ", ".join(
+            f"{count} of {total} {state.value}" for state, count in counts.items()
+        )
+        message = f'no backend available in pool "{self.name}"'
+        if first is None:
+            return message
+        return f"{message}: {states} ({first.name}: {first.reason})"
 
     def adopt(self, previous: BackendPool) -> None:
         """

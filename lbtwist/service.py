@@ -24,7 +24,7 @@ from twisted.web.server import Site
 
 from lbtwist.accesslog import openAccessLog
 from lbtwist.admin import adminResource
-from lbtwist.backend import Backend, BackendState, logStateChange
+from lbtwist.backend import Backend, BackendState, logFailedCheck, logStateChange
 from lbtwist.balancer import Balancer
 from lbtwist.config import (
     AdminConfig,
@@ -109,11 +109,20 @@ class FrontendListener(StreamServerEndpointService):
 
 
 def _recordCheck(reactor: Any, backend: Backend) -> Callable[[ProbeResult], None]:
+    """
+    What a backend's health check does with each result: record it, log a
+    state change, and log a failed check of a down backend (throttled, see
+    L{logFailedCheck}).
+    """
+
     def record(result: ProbeResult) -> None:
         backend.stats.recordCheck(result.duration)
-        change = backend.checkResult(result.ok, result.detail, reactor.seconds())
+        now = reactor.seconds()
+        change = backend.checkResult(result.ok, result.detail, now)
         if change is not None:
             logStateChange(change)
+        elif not result.ok:
+            logFailedCheck(backend, now)
 
     return record
 

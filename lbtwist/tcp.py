@@ -158,7 +158,11 @@ class _ClientConnection(Protocol):
         self._early: list[bytes] = []
         self._earlyEOF = False
         self._attempts = Attempts(
-            self._clock, self._choose, self._pool.config.retries, factory.frontend.name
+            self._clock,
+            self._choose,
+            self._pool.config.retries,
+            factory.frontend.name,
+            self._pool,
         )
         self._pending: Deferred[Any] | None = None
         self._lease: Lease | None = None
@@ -190,7 +194,7 @@ class _ClientConnection(Protocol):
             )
             return
         self.transport.pauseProducing()
-        self._connect()
+        self._attempts.whenReady(self._connect)
 
     def dataReceived(self, data: bytes) -> None:
         """
@@ -236,17 +240,22 @@ class _ClientConnection(Protocol):
             return
         self._clientGone = True
         self._stopHeaderTimer()
+        self._attempts.cancel()
         if self._outcome is None:
             how = "closed" if reason.check(ConnectionDone) else "aborted"
             self._outcome = f"client {how}"
         pending, self._pending = self._pending, None
         if pending is not None:
+            backend = self._attempts.tried[-1]
             _log.info(
                 "{frontend}: client {client} went away while connecting to "
-                "{backend}; cancelling",
+                "{label}; cancelling",
                 frontend=self._factory.frontend.name,
                 client=_host(self._source),
-                backend=self._attempts.tried[-1].address,
+                label=backend.label,
+                pool=backend.pool,
+                backend=backend.name,
+                address=backend.address,
             )
             pending.cancel()
         self._record()
@@ -282,7 +291,7 @@ class _ClientConnection(Protocol):
         self.transport.pauseProducing()
         if rest:
             self._early.append(rest)
-        self._connect()
+        self._attempts.whenReady(self._connect)
 
     def _headerTimedOut(self) -> None:
         """
@@ -314,6 +323,8 @@ class _ClientConnection(Protocol):
         Connect to the next available backend not tried yet, or close the
         client if there is none.
         """
+        if self._clientGone:
+            return
         lease = self._attempts.next()
         if lease is None:
             self._giveUp()
@@ -357,11 +368,11 @@ class _ClientConnection(Protocol):
         attempts = self._attempts
         if not attempts.tried:
             _log.warn(
-                "{frontend}: no backend available in pool {pool}; closing "
-                "connection from {client}",
+                "{frontend}: closing connection from {client}: {why}",
                 frontend=factory.frontend.name,
                 pool=self._pool.name,
                 client=_host(self._source),
+                why=attempts.giveUpReason(),
             )
             self._close("no backend available")
             return
@@ -424,12 +435,14 @@ class _ClientConnection(Protocol):
         self._outcome = totals.reason
         if totals.reason == "idle timeout":
             _log.info(
-                "{frontend}: closed idle connection from {client} to {backend} "
+                "{frontend}: closed idle connection from {client} to {label} "
                 "after {timeout} seconds without traffic",
                 frontend=self._factory.frontend.name,
                 pool=self._pool.name,
                 client=_host(self._source),
-                backend=backend.address,
+                label=backend.label,
+                backend=backend.name,
+                address=backend.address,
                 timeout=self._pool.config.idle_timeout,
             )
         self._record()

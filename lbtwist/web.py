@@ -263,7 +263,11 @@ class _Forward:
         config = proxy.config
         method = request.method
         self._attempts = Attempts(
-            proxy.clock, proxy.choose, proxy.retries, _What(method, request.target)  # type: ignore[arg-type]
+            proxy.clock,
+            proxy.choose,
+            proxy.retries,
+            _What(method, request.target),  # type: ignore[arg-type]
+            proxy.pool,
         )
         self._lease: Lease | None = None
         self._connection: UpstreamConnection | None = None
@@ -308,8 +312,17 @@ class _Forward:
 
     def start(self) -> None:
         """
+        Make the first attempt once the pool is ready (see
+        L{Attempts.whenReady}).
+        """
+        self._attempts.whenReady(self._attempt)
+
+    def _attempt(self) -> None:
+        """
         Make the next attempt, or answer with an error when none is left.
         """
+        if self._over:
+            return
         lease = self._attempts.next()
         if lease is None:
             self._giveUp()
@@ -386,7 +399,7 @@ class _Forward:
         if body is not None:
             body.detach()
         if self._attempts.failed(lease, problem, notReplayable):
-            self.start()
+            self._attempt()
         else:
             self._giveUp()
 
@@ -395,7 +408,10 @@ class _Forward:
         status = attempts.giveUpStatus()
         attempts.logGiveUp(status)
         self._status = status
-        self._request.respondError(status)
+        # A 503 says why no backend was available; a 502 or 504 does not
+        # describe a backend's failure to the client.
+        detail = attempts.giveUpReason() if status == 503 else None
+        self._request.respondError(status, detail)
 
     # IResponseReceiver
 
@@ -469,9 +485,12 @@ class _Forward:
             )
             lease.release()
             _log.info(
-                "response from {backend} to {what} was cut short ({reason}); "
+                "response from {label} to {what} was cut short ({reason}); "
                 "aborting the client connection",
-                backend=f"{lease.backend.pool}/{lease.backend.name}",
+                label=lease.backend.label,
+                pool=lease.backend.pool,
+                backend=lease.backend.name,
+                address=lease.backend.address,
                 what=self._attempts,
                 reason=failure.reason,
             )
@@ -557,6 +576,7 @@ class _Forward:
         if self._over:
             return
         self._over = True
+        self._attempts.cancel()
         if self._tunnelled:
             # The tunnel holds the lease and the connections now.
             return
@@ -714,6 +734,7 @@ class _ProxyResource(Resource):
     record: RequestRecorder | None
     config: PoolConfig
     retries: int
+    pool: BackendPool | None = None
 
     def __init__(
         self,
@@ -812,6 +833,8 @@ class PoolResource(_ProxyResource):
 
     @ivar pool: The pool.
     """
+
+    pool: BackendPool
 
     def __init__(
         self,
@@ -1001,10 +1024,10 @@ class StockRequest:
         if transport is not None:
             cast(ITCPTransport, transport).abortConnection()
 
-    def respondError(self, code: int) -> None:
+    def respondError(self, code: int, detail: str | None = None) -> None:
         if self.done or self.headSent:
             return
-        phrase, body = errorBody(code)
+        phrase, body = errorBody(code, detail)
         self.respond(code, phrase, [(b"Content-Type", b"text/plain; charset=utf-8")], len(body))
         self._request.write(body)
         self._request.finish()

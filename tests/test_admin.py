@@ -920,7 +920,10 @@ class PageHistoryTests(AdminTestCase):
         backend.setState(BackendState.DOWN, "3 consecutive failures", now - 125)
         backend.checkResult(False, "connection refused", now - 2)
         page = self.request("GET", "/").body.decode()
-        self.assertIn('for 2m 5s</span><span class="reason">3 consecutive', page)
+        # A failed check of a down backend becomes its reason.
+        self.assertIn(
+            'for 2m 5s</span><span class="reason">connection refused</span>', page
+        )
         self.assertIn(
             '<span class="history"><i class="passed" title="4 s ago: passed, '
             'HTTP 200"></i><i class="failed" title="2 s ago: failed, '

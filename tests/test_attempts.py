@@ -155,3 +155,104 @@ class AttemptsTests(SynchronousTestCase):
                     backend.stats.failures[failure.statsKind],
                     pool.config.health.passive_fall,
                 )
+
+
+class WhenReadyTests(SynchronousTestCase):
+    """
+    L{Attempts.whenReady}: the first attempt waits for the pool's first
+    round of health checks, on the injected clock, never past its deadline.
+    """
+
+    def build(self, **health: object) -> tuple[Clock, BackendPool, Attempts]:
+        clock = Clock()
+        pool = BackendPool(makeConfig(health=dict(health)).pools[0])
+
+        def choose(now: float, tried: Collection[Backend]) -> Backend | None:
+            return pool.choose(now, exclude=tried)
+
+        return clock, pool, Attempts(clock, choose, 2, "GET /", pool)
+
+    def test_atOnceWithoutChecks(self) -> None:
+        """
+        With C{check = "none"} there is nothing to wait for.
+        """
+        clock, pool, attempts = self.build(check="none")
+        calls: list[float] = []
+        attempts.whenReady(lambda: calls.append(clock.seconds()))
+        self.assertEqual(calls, [0.0])
+
+    def test_atOnceWithoutAPool(self) -> None:
+        """
+        Attempts without a pool (one fixed backend) never wait.
+        """
+        clock = Clock()
+        attempts = Attempts(clock, lambda now, tried: None, 0, "GET /")
+        calls: list[int] = []
+        attempts.whenReady(lambda: calls.append(1))
+        self.assertEqual(calls, [1])
+
+    def test_untilABackendIsUp(self) -> None:
+        """
+        The wait ends right after the check result that brings a backend
+        up is recorded, not while it is.
+        """
+        clock, pool, attempts = self.build(check="tcp")
+        a, b = pool.backends
+        calls: list[float] = []
+        attempts.whenReady(lambda: calls.append(clock.seconds()))
+        clock.advance(0.25)
+        a.checkResult(False, "connection refused", clock.seconds())
+        clock.advance(0)
+        self.assertEqual(calls, [])
+        clock.advance(0.25)
+        b.checkResult(True, "connected", clock.seconds())
+        self.assertEqual(calls, [])
+        clock.advance(0)
+        self.assertEqual(calls, [0.5])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_untilTheRoundIsComplete(self) -> None:
+        """
+        When every backend's first check failed there is nothing more to
+        wait for: the attempt is made (and finds no backend).
+        """
+        clock, pool, attempts = self.build(check="tcp")
+        calls: list[float] = []
+        attempts.whenReady(lambda: calls.append(clock.seconds()))
+        for backend in pool.backends:
+            backend.checkResult(False, "connection refused", 0.1)
+        clock.advance(0)
+        self.assertEqual(calls, [0.0])
+        self.assertIsNone(attempts.next())
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_deadlineAlwaysFires(self) -> None:
+        """
+        Without any check result the wait ends after the pool's check
+        C{timeout}.
+        """
+        clock, pool, attempts = self.build(check="tcp", timeout=0.75)
+        calls: list[float] = []
+        attempts.whenReady(lambda: calls.append(clock.seconds()))
+        clock.advance(0.7)
+        self.assertEqual(calls, [])
+        clock.advance(0.05)
+        self.assertEqual(calls, [0.75])
+        self.assertEqual(clock.getDelayedCalls(), [])
+        # A late result does not call again.
+        pool.backends[0].checkResult(True, "connected", 1.0)
+        clock.advance(1)
+        self.assertEqual(calls, [0.75])
+
+    def test_cancel(self) -> None:
+        """
+        A cancelled wait never proceeds and leaves no timer.
+        """
+        clock, pool, attempts = self.build(check="tcp")
+        calls: list[int] = []
+        attempts.whenReady(lambda: calls.append(1))
+        attempts.cancel()
+        self.assertEqual(clock.getDelayedCalls(), [])
+        pool.backends[0].checkResult(True, "connected", 0.0)
+        clock.advance(5)
+        self.assertEqual(calls, [])

@@ -14,8 +14,10 @@ from lbtwist.backend import (
     CHECK_HISTORY,
     Backend,
     BackendState,
+    FAILED_CHECK_LOG_INTERVAL,
     CheckRecord,
     StateChange,
+    logFailedCheck,
     logStateChange,
 )
 from lbtwist.config import BackendConfig, HealthCheckConfig
@@ -587,7 +589,8 @@ class LogStateChangeTests(SynchronousTestCase):
         event = self.capture(change(UP, DOWN, "3 consecutive failures (HTTP 500)"))
         self.assertEqual(
             formatEvent(event),
-            "backend app/127.0.0.1:9001 is down: 3 consecutive failures (HTTP 500)",
+            "backend app/a (127.0.0.1:9001) is down: 3 consecutive failures "
+            "(HTTP 500)",
         )
         self.assertEqual(event["log_level"], LogLevel.warn)
         self.assertEqual(
@@ -612,7 +615,7 @@ class LogStateChangeTests(SynchronousTestCase):
                 self.assertEqual(event["log_level"], LogLevel.info)
                 self.assertEqual(
                     formatEvent(event),
-                    f"backend app/127.0.0.1:9001 is {new.value}: why",
+                    f"backend app/a (127.0.0.1:9001) is {new.value}: why",
                 )
 
 
@@ -666,3 +669,192 @@ class BackendRecordTests(SynchronousTestCase):
         """
         self.assertEqual(self._backend("one").label, "app/one (127.0.0.1:9102)")
         self.assertEqual(self._backend().label, "app/127.0.0.1:9102")
+
+
+def capture() -> tuple[Logger, list[LogEvent]]:
+    """
+    @return: A logger and the list its events go to.
+    """
+    events: list[LogEvent] = []
+    return Logger(observer=cast(ILogObserver, events.append)), events
+
+
+class FailedCheckReasonTests(SynchronousTestCase):
+    """
+    A backend that is down says why in its C{reason}, check after check.
+    """
+
+    def test_everyFailedCheckUpdatesTheReason(self) -> None:
+        """
+        Each failed check of a down backend becomes its reason, replacing
+        "waiting for first health check" and the previous failure.
+        """
+        backend = makeBackend()
+        backend.checkResult(False, "HTTP 404 on GET /healthz (expected 200-399)", 1.0)
+        self.assertEqual(backend.reason, "HTTP 404 on GET /healthz (expected 200-399)")
+        backend.checkResult(False, "connection refused", 2.0)
+        self.assertEqual(backend.reason, "connection refused")
+        self.assertIs(backend.state, DOWN)
+
+    def test_passedCheckShortOfRise(self) -> None:
+        """
+        A passed check that does not yet bring a down backend up says how
+        far it is.
+        """
+        backend = makeBackend(rise=3, fall=1)
+        backend.checkResult(True, "HTTP 200", 1.0)
+        backend.checkResult(False, "HTTP 500", 2.0)
+        self.assertIs(backend.state, DOWN)
+        backend.checkResult(True, "HTTP 200", 3.0)
+        self.assertEqual(backend.reason, "1 of 3 consecutive successes (HTTP 200)")
+
+    def test_operatorReasonsAreKept(self) -> None:
+        """
+        A draining backend keeps the operator's reason whatever checks say.
+        """
+        backend = makeBackend()
+        backend.setState(DRAINING, "drained by operator", 1.0)
+        backend.checkResult(False, "connection refused", 2.0)
+        self.assertEqual(backend.reason, "drained by operator")
+
+    def test_upBackendKeepsItsReasonUntilFall(self) -> None:
+        """
+        A failed check short of C{fall} does not touch an up backend's
+        reason; the one that takes it down gives the transition's reason.
+        """
+        backend = makeBackend(fall=2, initial_state="up")
+        backend.checkResult(False, "timed out after 1.0s", 1.0)
+        self.assertEqual(backend.reason, 'initial_state = "up"; no health check yet')
+        backend.checkResult(False, "timed out after 1.0s", 2.0)
+        self.assertEqual(
+            backend.reason, "2 consecutive failures (timed out after 1.0s)"
+        )
+
+
+class WhenCheckedTests(SynchronousTestCase):
+    """
+    L{Backend.whenChecked} and L{Backend.awaitingFirstCheck}.
+    """
+
+    def test_awaitingFirstCheck(self) -> None:
+        """
+        Only a backend that checks actively, starts down and has no result
+        yet is awaiting its first check.
+        """
+        backend = makeBackend()
+        self.assertTrue(backend.awaitingFirstCheck)
+        backend.checkResult(False, "connection refused", 1.0)
+        self.assertFalse(backend.awaitingFirstCheck)
+        self.assertFalse(makeBackend(initial_state="up").awaitingFirstCheck)
+        self.assertFalse(makeBackend(check="none").awaitingFirstCheck)
+        disabled = makeBackend()
+        disabled.setState(DISABLED, "disabled by operator", 0.0)
+        self.assertFalse(disabled.awaitingFirstCheck)
+
+    def test_calledOnceAfterTheResultIsRecorded(self) -> None:
+        """
+        The callback runs after the result is applied, and only once.
+        """
+        backend = makeBackend()
+        seen: list[BackendState] = []
+        backend.whenChecked(lambda: seen.append(backend.state))
+        backend.checkResult(True, "HTTP 200", 1.0)
+        backend.checkResult(True, "HTTP 200", 2.0)
+        self.assertEqual(seen, [UP])
+
+    def test_cancel(self) -> None:
+        """
+        A cancelled callback is not called; cancelling twice is harmless.
+        """
+        backend = makeBackend()
+        seen: list[int] = []
+        cancel = backend.whenChecked(lambda: seen.append(1))
+        cancel()
+        cancel()
+        backend.checkResult(True, "HTTP 200", 1.0)
+        self.assertEqual(seen, [])
+
+
+class LogFailedCheckTests(SynchronousTestCase):
+    """
+    L{logFailedCheck}: the failed checks of a down backend are logged the
+    first time, then at most once a minute.
+    """
+
+    def fail_(self, backend: Backend, now: float, log: Logger) -> None:
+        """
+        Record a failed check at C{now} and log it as the service does.
+        """
+        backend.checkResult(False, "HTTP 404 on GET /healthz (expected 200-399)", now)
+        logFailedCheck(backend, now, log)
+
+    def test_firstThenOncePerInterval(self) -> None:
+        """
+        The first failure is logged, the next ones only once
+        L{FAILED_CHECK_LOG_INTERVAL} has passed since the last line.
+        """
+        log, events = capture()
+        backend = makeBackend()
+        for second in range(0, 125, 2):
+            self.fail_(backend, float(second), log)
+        self.assertEqual(FAILED_CHECK_LOG_INTERVAL, 60.0)
+        self.assertEqual(len(events), 3)
+        self.assertEqual(
+            formatEvent(events[0]),
+            "backend app/a (127.0.0.1:9001) is down: health check failed: "
+            "HTTP 404 on GET /healthz (expected 200-399) (1 failed in a row)",
+        )
+        self.assertEqual(events[0]["log_level"], LogLevel.warn)
+        self.assertEqual(
+            {key: events[0][key] for key in ("pool", "backend", "address")},
+            {"pool": "app", "backend": "a", "address": "127.0.0.1:9001"},
+        )
+        self.assertEqual(events[1]["failures"], 31)
+        self.assertEqual(events[2]["failures"], 61)
+
+    def test_perBackend(self) -> None:
+        """
+        Each backend has its own throttle.
+        """
+        log, events = capture()
+        one, two = makeBackend(), makeBackend()
+        self.fail_(one, 0.0, log)
+        self.fail_(two, 1.0, log)
+        self.assertEqual(len(events), 2)
+
+    def test_upBackendsAreNotLogged(self) -> None:
+        """
+        A failed check of an up backend, short of C{fall}, is not logged
+        here (the state change is logged when it goes down).
+        """
+        log, events = capture()
+        backend = makeBackend(initial_state="up")
+        self.fail_(backend, 0.0, log)
+        self.assertEqual(events, [])
+
+    def test_goingDownStartsTheInterval(self) -> None:
+        """
+        The check that takes a backend down is named by the state change;
+        the next failure is logged a full interval later.
+        """
+        log, events = capture()
+        backend = makeBackend(fall=1, initial_state="up")
+        self.fail_(backend, 0.0, log)
+        self.fail_(backend, 30.0, log)
+        self.assertEqual(events, [])
+        self.fail_(backend, 60.0, log)
+        self.assertEqual(len(events), 1)
+
+    def test_newOutageLoggedAtOnce(self) -> None:
+        """
+        After the backend was up again, the first failed check of its next
+        outage (taken down by traffic) is logged at once.
+        """
+        log, events = capture()
+        backend = makeBackend(rise=1)
+        self.fail_(backend, 0.0, log)
+        backend.checkResult(True, "HTTP 200", 2.0)
+        backend.setState(DOWN, "3 consecutive failed requests (connection refused)", 3.0)
+        self.fail_(backend, 4.0, log)
+        self.assertEqual(len(events), 2)
+

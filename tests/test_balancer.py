@@ -171,7 +171,7 @@ class BalancerTests(SynchronousTestCase):
         self.assertEqual(self.stateFile.saved, [{"app": {"a": {"state": "draining"}}}])
         self.assertEqual(
             self.messages(),
-            ["backend app/127.0.0.1:9001 is draining: drained by operator"],
+            ["backend app/a (127.0.0.1:9001) is draining: drained by operator"],
         )
 
     def test_drainTwice(self) -> None:
@@ -215,7 +215,7 @@ class BalancerTests(SynchronousTestCase):
         )
         self.assertEqual(self.stateFile.saved[-1], {})
         self.assertEqual(
-            self.messages()[-1], "backend app/127.0.0.1:9001 is up: enabled by operator"
+            self.messages()[-1], "backend app/a (127.0.0.1:9001) is up: enabled by operator"
         )
 
     def test_enableAfterPassingCheck(self) -> None:
@@ -354,7 +354,7 @@ class BalancerTests(SynchronousTestCase):
             (BackendState.DISABLED, 3, "disabled (from the state file)"),
         )
         self.assertIn(
-            "backend app/127.0.0.1:9001 is draining: draining (from the state file)",
+            "backend app/a (127.0.0.1:9001) is draining: draining (from the state file)",
             self.messages(),
         )
         self.assertEqual(stateFile.saved, [])

@@ -272,7 +272,7 @@ class DefaultsTests(SynchronousTestCase):
         frontend = FrontendConfig(name="f", listen=("tcp:80",), pool="p")
         backend = BackendConfig(url="http://h", scheme="http", host="h", port=80)
         cases: list[tuple[object, str, object]] = [
-            (health, "check", "http"),
+            (health, "check", "tcp"),
             (health, "path", "/healthz"),
             (health, "expect_status", ((200, 399),)),
             (health, "interval", 2.0),
@@ -338,6 +338,71 @@ class DefaultsTests(SynchronousTestCase):
         self.assertEqual(
             [b.name for b in config.pools[0].backends],
             ["127.0.0.1:9001", "127.0.0.1:9002"],
+        )
+
+
+class HealthCheckDefaultTests(ConfigErrorAssertions):
+    """
+    Which check a pool gets when its C{[pool.health]} table does not say:
+    HAProxy's plain C{check} (TCP connect), or HTTP when an HTTP-only key
+    is given.
+    """
+
+    def check(self, document: dict[str, Any]) -> str:
+        """
+        @return: The check kind of the parsed document's first pool.
+        """
+        return parseConfig(document).pools[0].health.check
+
+    def test_noTableMeansTCP(self) -> None:
+        """
+        A pool without a C{[pool.health]} table is checked by connecting.
+        """
+        self.assertEqual(self.check(changed("pool", health=None)), "tcp")
+
+    def test_tableWithoutHTTPKeysMeansTCP(self) -> None:
+        """
+        A C{[pool.health]} table that only tunes timing is still a TCP
+        check.
+        """
+        self.assertEqual(self.check(changed("health", interval=5.0, rise=1)), "tcp")
+
+    def test_pathOrExpectStatusMeansHTTP(self) -> None:
+        """
+        Giving C{path} or C{expect_status} without C{check} asks for an HTTP
+        check.
+        """
+        self.assertEqual(self.check(changed("health", path="/ping")), "http")
+        self.assertEqual(self.check(changed("health", expect_status=204)), "http")
+
+    def test_explicitCheckWins(self) -> None:
+        """
+        C{check} given explicitly is taken as given.
+        """
+        self.assertEqual(self.check(changed("health", check="http")), "http")
+        self.assertEqual(self.check(changed("health", check="none")), "none")
+
+    def test_httpKeysWithAnotherCheck(self) -> None:
+        """
+        C{path} or C{expect_status} with a check that is not HTTP is an
+        error rather than silently ignored; so is C{path} in a TCP pool.
+        """
+        tcpPool = changed("health", path="/ping")
+        tcpPool["pool"][0]["backend"] = [{"url": "tcp://127.0.0.1:5432"}]
+        tcpPool["frontend"][0]["mode"] = "tcp"
+        self.assertErrors(
+            [
+                (
+                    changed("health", check="tcp", path="/ping"),
+                    'pool "app" health: path needs check = "http" (check is "tcp")',
+                ),
+                (
+                    changed("health", check="none", expect_status=200),
+                    'pool "app" health: expect_status needs check = "http" '
+                    '(check is "none")',
+                ),
+                (tcpPool, 'pool "app" health: path needs http:// backends'),
+            ]
         )
 
 

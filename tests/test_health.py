@@ -129,7 +129,11 @@ def _pool(check: str, url: str = "http://127.0.0.1:9001") -> PoolConfig:
             "pool": [
                 {
                     "name": "app",
-                    "health": {"check": check, "path": "/healthz", "timeout": 0.5},
+                    "health": {
+                        "check": check,
+                        **({"path": "/healthz"} if check == "http" else {}),
+                        "timeout": 0.5,
+                    },
                     "backend": [{"url": url}],
                 }
             ],
@@ -197,7 +201,10 @@ class HTTPProbeTests(SynchronousTestCase):
         A 500 answer fails and the detail names what was expected.
         """
         result = self.successResultOf(self.probe(b"/status/500").probe())
-        self.assertEqual(result, ProbeResult(False, "HTTP 500 (expected 200-399)", 0.0))
+        self.assertEqual(
+            result,
+            ProbeResult(False, "HTTP 500 on GET /status/500 (expected 200-399)", 0.0),
+        )
 
     def test_redirectIsAcceptedByDefault(self) -> None:
         """
@@ -221,7 +228,9 @@ class HTTPProbeTests(SynchronousTestCase):
             {code: result.ok for code, result in outcomes.items()},
             {200: True, 201: False, 204: True, 300: True, 301: True, 302: False},
         )
-        self.assertEqual(outcomes[302].detail, "HTTP 302 (expected 200,204,300-301)")
+        self.assertEqual(
+            outcomes[302].detail, "HTTP 302 on GET /status/302 (expected 200,204,300-301)"
+        )
 
     def test_largeBodyIsDiscarded(self) -> None:
         """
@@ -440,7 +449,7 @@ class _FakeProbe:
 
 
 OK = ProbeResult(True, "HTTP 200", 0.0)
-BAD = ProbeResult(False, "HTTP 500 (expected 200-399)", 0.0)
+BAD = ProbeResult(False, "HTTP 500 on GET /healthz (expected 200-399)", 0.0)
 
 
 class HealthCheckTests(SynchronousTestCase):

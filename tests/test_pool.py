@@ -181,3 +181,70 @@ class BackendPoolTests(SynchronousTestCase):
             pool.backend("a").requestFailed("connection refused", now)
         self.assertEqual(chooseMany(pool, 4, 7.9), "bcbc")
         self.assertEqual(chooseMany(pool, 3, 8.0), "abc")
+
+
+class FirstRoundTests(SynchronousTestCase):
+    """
+    What a pool knows about its first round of health checks, and what it
+    says when no backend is available.
+    """
+
+    def test_pendingUntilEveryBackendHasAResult(self) -> None:
+        """
+        The first round is pending while some backend that starts down has
+        no check result, whether the others passed or failed.
+        """
+        pool = makePool(check="tcp")
+        a, b, c = pool.backends
+        self.assertTrue(pool.firstRoundPending)
+        a.checkResult(True, "connected", 1.0)
+        b.checkResult(False, "connection refused", 1.0)
+        self.assertTrue(pool.firstRoundPending)
+        c.checkResult(False, "timed out after 1.0s", 2.0)
+        self.assertFalse(pool.firstRoundPending)
+
+    def test_nothingPendingWithoutChecks(self) -> None:
+        """
+        With C{check = "none"} there is no first round to wait for.
+        """
+        self.assertFalse(makePool(check="none").firstRoundPending)
+
+    def test_whenCheckedFiresOnceForAnyBackend(self) -> None:
+        """
+        The callback runs once, after the first result of any backend
+        still awaiting one; cancelling stops it.
+        """
+        pool = makePool(check="tcp")
+        a, b, _ = pool.backends
+        seen: list[int] = []
+        pool.whenChecked(lambda: seen.append(1))
+        b.checkResult(False, "connection refused", 1.0)
+        a.checkResult(False, "connection refused", 1.0)
+        self.assertEqual(seen, [1])
+        cancel = pool.whenChecked(lambda: seen.append(2))
+        cancel()
+        pool.backends[2].checkResult(True, "connected", 2.0)
+        self.assertEqual(seen, [1])
+
+    def test_describeUnavailable(self) -> None:
+        """
+        The description names the pool, counts the backends by state and
+        gives the first unavailable one's reason.
+        """
+        pool = makePool(check="tcp")
+        a, b, c = pool.backends
+        b.checkResult(False, "connection refused", 1.0)
+        c.setState(BackendState.DISABLED, "disabled by operator", 1.0)
+        self.assertEqual(
+            pool.describeUnavailable(),
+            'no backend available in pool "app": 2 of 3 down, 1 of 3 disabled '
+            "(a: waiting for first health check)",
+        )
+
+    def test_backendsStartAtNow(self) -> None:
+        """
+        The pool's creation time is when its backends entered their state.
+        """
+        config = makePool().config
+        pool = BackendPool(config, 42.0)
+        self.assertEqual({b.stateSince for b in pool.backends}, {42.0})

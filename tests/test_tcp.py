@@ -22,7 +22,7 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
-from twisted.logger import globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.python.failure import Failure
@@ -322,16 +322,78 @@ class RetryTests(SynchronousTestCase):
 
     def test_noBackendAvailable(self) -> None:
         """
-        With every backend down the client is closed at once.
+        With every backend down (after their first checks) the client is
+        closed at once, and the log line names the pool, how many backends
+        are down and why.
         """
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         f = TCPFixture(health=HealthCheckConfig(check="tcp"))
+        [backend] = f.pool.backends
+        backend.checkResult(False, "connection refused", 0.0)
         client = f.connectClient()
         self.assertEqual(f.reactor.tcpClients, [])
         self.assertTrue(client.disconnecting)
         client.drain()
         self.assertEqual(f.records()[0]["outcome"], "no backend available")
-        self.assertTrue(any("no backend available" in e["log_format"] for e in events))
+        [event] = [e for e in events if "why" in e]
+        self.assertEqual(event["log_level"], LogLevel.warn)
+        self.assertEqual(
+            formatEvent(event),
+            "pg-front: closing connection from 192.0.2.7: no backend available "
+            'in pool "pg": 1 of 1 down (127.0.0.1:5432: connection refused)',
+        )
+
+    def test_waitsForTheFirstRoundOfChecks(self) -> None:
+        """
+        A client that connects before the pool's first checks have a result
+        waits for them instead of being closed: it is connected as soon as
+        a first check brings a backend up.
+        """
+        f = TCPFixture(ports=(5432, 5434), health=HealthCheckConfig(check="tcp"))
+        first, second = f.pool.backends
+        client = f.connectClient()
+        f.reactor.advance(0.2)
+        self.assertEqual(f.reactor.tcpClients, [])
+        self.assertFalse(client.disconnecting)
+        first.checkResult(False, "connection refused", f.reactor.seconds())
+        f.reactor.advance(0)
+        self.assertEqual(f.reactor.tcpClients, [])
+        second.checkResult(True, "connected", f.reactor.seconds())
+        # Not while the result is recorded, but right after.
+        self.assertEqual(f.reactor.tcpClients, [])
+        f.reactor.advance(0)
+        self.assertEqual(f.attempt()[:2], ("127.0.0.1", 5434))
+        self.assertFalse(client.disconnecting)
+
+    def test_firstRoundWaitEndsAtTheCheckTimeout(self) -> None:
+        """
+        The wait is bounded by the check C{timeout}: if no check result
+        comes, the client is closed then, and nothing is left scheduled.
+        """
+        f = TCPFixture(health=HealthCheckConfig(check="tcp", timeout=1.5))
+        client = f.connectClient()
+        f.reactor.advance(1.4)
+        self.assertFalse(client.disconnecting)
+        f.reactor.advance(0.1)
+        self.assertTrue(client.disconnecting)
+        self.assertEqual(f.reactor.tcpClients, [])
+        self.assertEqual(f.reactor.getDelayedCalls(), [])
+
+    def test_clientGoneWhileWaiting(self) -> None:
+        """
+        A client that goes away while waiting for the first checks cancels
+        the wait: no timer is left and no backend is tried later.
+        """
+        f = TCPFixture(health=HealthCheckConfig(check="tcp"))
+        [backend] = f.pool.backends
+        client = f.connectClient()
+        client.loseConnection()
+        client.drain()
+        self.assertEqual(f.reactor.getDelayedCalls(), [])
+        backend.checkResult(True, "connected", 0.0)
+        f.reactor.advance(2)
+        self.assertEqual(f.reactor.tcpClients, [])
+        self.assertEqual(f.records()[0]["outcome"], "client closed")
 
     def test_passiveHealth(self) -> None:
         """

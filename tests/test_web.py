@@ -18,7 +18,12 @@ from twisted.internet.error import (
     ConnectionRefusedError,
 )
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import (
+    EventLoggingObserver,
+    MemoryReactorClock,
+    StringTransport,
+)
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
@@ -375,6 +380,88 @@ class RoutingTests(ProxyMixin, SynchronousTestCase):
         self.assertEqual(
             (record.status, record.backend, record.attempts), (503, None, 0)
         )
+
+    def test_503SaysWhy(self) -> None:
+        """
+        The 503 page and the log line name the pool, how many backends are
+        down, and the first one's reason.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.build(health={"check": "http", "path": "/healthz"})
+        for backend in self.backends:
+            backend.checkResult(
+                False, "HTTP 404 on GET /healthz (expected 200-399)", 0.0
+            )
+        client = self.client()
+        client.send(GET)
+        status, _, body = parseResponse(client.received())
+        self.assertEqual(status, b"HTTP/1.1 503 Service Unavailable")
+        why = (
+            'no backend available in pool "app": 2 of 2 down (127.0.0.1:9001: '
+            "HTTP 404 on GET /healthz (expected 200-399))"
+        )
+        self.assertEqual(body, b"503 Service Unavailable\n" + why.encode() + b"\n")
+        [event] = [e for e in events if e.get("code") == 503]
+        self.assertEqual(event["why"], why)
+        self.assertEqual(event["pool"], "app")
+        self.assertIn(why, formatEvent(event))
+
+    def test_waitsForTheFirstRoundOfChecks(self) -> None:
+        """
+        A request that arrives before the pool's first health checks have a
+        result waits for them, and is forwarded once one brings a backend up.
+        """
+        self.build(health={"check": "tcp"})
+        client = self.client()
+        client.send(GET)
+        self.reactor.advance(0.3)
+        self.assertEqual(client.received(), b"")
+        self.assertEqual((self.attemptCount(0), self.attemptCount(1)), (0, 0))
+        self.backends[1].checkResult(True, "connected", self.reactor.seconds())
+        self.reactor.advance(0)
+        self.assertEqual((self.attemptCount(0), self.attemptCount(1)), (0, 1))
+        connection, upstream = self.connectBackend(1)
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        status, _, body = parseResponse(client.received())
+        self.assertEqual((status, body), (b"HTTP/1.1 200 OK", b"ok"))
+
+    def test_firstRoundWaitIsBounded(self) -> None:
+        """
+        Without any check result the request gets its 503 once the check
+        C{timeout} has passed.
+        """
+        self.build(health={"check": "tcp", "timeout": 2.0})
+        client = self.client()
+        client.send(GET)
+        self.reactor.advance(1.9)
+        self.assertEqual(client.received(), b"")
+        self.reactor.advance(0.1)
+        status, _, body = parseResponse(client.received())
+        self.assertEqual(status, b"HTTP/1.1 503 Service Unavailable")
+        self.assertIn(b"waiting for first health check", body)
+
+    def test_nothingToWaitForWithInitialStateUp(self) -> None:
+        """
+        With C{initial_state = "up"} a request is forwarded at once.
+        """
+        self.build(health={"check": "tcp", "initial_state": "up"})
+        client = self.client()
+        client.send(GET)
+        self.assertEqual(self.attemptCount(0) + self.attemptCount(1), 1)
+
+    def test_clientGoneWhileWaiting(self) -> None:
+        """
+        A client that goes away while its request waits for the first
+        checks cancels the wait: no backend is tried afterwards.
+        """
+        self.build(health={"check": "tcp"})
+        client = self.client()
+        client.send(GET)
+        client.close()
+        self.backends[0].checkResult(True, "connected", self.reactor.seconds())
+        self.reactor.advance(5)
+        self.assertEqual((self.attemptCount(0), self.attemptCount(1)), (0, 0))
+        self.assertEqual(self.active(), [0, 0])
 
     def test_optionsStarAnsweredByLbtwist(self) -> None:
         """

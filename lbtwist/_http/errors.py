@@ -26,15 +26,22 @@ PHRASES = {
 }
 
 
-def errorBody(code: int) -> tuple[bytes, bytes]:
+def errorBody(code: int, detail: str | None = None) -> tuple[bytes, bytes]:
     """
     The reason phrase and body of one of lbtwist's own error responses.
 
     @param code: A status code of L{PHRASES}.
+    @param detail: One line of lbtwist's own words to add, e.g. why no
+        backend is available; never request data.  Control characters
+        become spaces.
     @return: C{(phrase, body)}, e.g. C{(b"Bad Gateway", b"502 Bad Gateway\\n")}.
     """
     phrase = PHRASES[code]
-    return phrase, b"%d %s\n" % (code, phrase)
+    body = b"%d %s\n" % (code, phrase)
+    if detail:
+        line = "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in detail)
+        body += line.encode("utf-8", "replace") + b"\n"
+    return phrase, body
 
 
 def errorResponse(code: int, close: bool = True) -> bytes:

@@ -175,10 +175,14 @@ class IClientRequest(Interface):
         client sees the truncation.
         """
 
-    def respondError(code: int) -> None:
+    def respondError(code: int, detail: str | None = None) -> None:
         """
         Answer with one of lbtwist's own short error pages (e.g. 502) and
         finish; does nothing if the head was already sent.
+
+        @param code: The status.
+        @param detail: A line of lbtwist's own words added to the page
+            (see L{lbtwist._http.errors.errorBody}), or L{None}.
         """
 
     def registerProducer(producer: object) -> None:

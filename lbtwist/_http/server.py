@@ -498,13 +498,17 @@ class ServerRequest:
         self.flush()
         self._channel._abortRequest(self)
 
-    def respondError(self, code: int) -> None:
+    def respondError(self, code: int, detail: str | None = None) -> None:
         """
         Answer with one of lbtwist's error pages and finish.
+
+        @param code: The status.
+        @param detail: A line of lbtwist's own words for the page, or
+            L{None}.
         """
         if self.done or self.headSent:
             return
-        phrase, body = errorBody(code)
+        phrase, body = errorBody(code, detail)
         self.respond(code, phrase, [_ERROR_TYPE], len(body))
         self.write(body)
         self.finish()
