@@ -190,6 +190,10 @@ class PoolConfig:
         least 100), or 0 for no bound.
     @ivar ewma_decay: With C{strategy = "peak-ewma"}: the time constant, in
         seconds, of the moving average of latency.
+    @ivar sticky_cookie: The name of the cookie that keeps a client on the
+        backend that first served it, or L{None} for no stickiness.
+    @ivar slow_start: Seconds over which a backend that comes up ramps from
+        10% to 100% of its weight; 0 for none.
     """
 
     name: str
@@ -213,6 +217,8 @@ class PoolConfig:
     hash_key: str = "client_ip"
     hash_balance_factor: int = 125
     ewma_decay: float = 10.0
+    sticky_cookie: str | None = None
+    slow_start: float = 0.0
 
     @property
     def mode(self) -> str:
@@ -324,12 +330,15 @@ class SettingsConfig:
         L{None} to keep them in memory only.
     @ivar grace_period: Seconds in-flight requests and tunnels get to finish
         when lbtwist stops (SIGTERM) before they are cut off.
+    @ivar secret: The key that signs sticky cookies, or L{None} to use one
+        generated and kept next to the state file.
     """
 
     access_log: str | None = None
     access_log_format: str = "combined"
     state_file: str | None = None
     grace_period: float = 10.0
+    secret: str | None = None
 
 
 @frozen
@@ -782,6 +791,7 @@ _SETTINGS = {
     "access_log": _string,
     "access_log_format": _choice(_ACCESS_LOG_FORMATS),
     "state_file": _string,
+    "secret": lambda value: _secret(_string(value)),
     "grace_period": _seconds(allowZero=True),
 }
 
@@ -829,6 +839,8 @@ _POOL = {
     "hash_key": lambda value: _hashKey(_string(value)),
     "hash_balance_factor": _integer(0),
     "ewma_decay": _seconds(),
+    "sticky_cookie": lambda value: _cookieName(_string(value)),
+    "slow_start": _seconds(allowZero=True),
     "health": _table("[pool.health]"),
     "backend": _tables("[[pool.backend]]"),
 }
@@ -940,6 +952,24 @@ def _hashKey(text: str) -> str:
     )
 
 
+def _secret(text: str) -> str:
+    """
+    Check a signing secret: at least 16 characters.
+    """
+    if len(text) < 16:
+        raise _Invalid("must be at least 16 characters")
+    return text
+
+
+def _cookieName(text: str) -> str:
+    """
+    Check a cookie name: a token (RFC 6265).
+    """
+    if not _TOKEN.fullmatch(text):
+        raise _Invalid(f'"{text}" is not a valid cookie name')
+    return text
+
+
 def _checkStrategyKeys(values: Mapping[str, object], where: str, tcp: bool) -> None:
     """
     Refuse strategy settings that the pool's strategy would ignore, and hash
@@ -963,6 +993,8 @@ def _checkStrategyKeys(values: Mapping[str, object], where: str, tcp: bool) -> N
             f'{where}: hash_key "{values["hash_key"]}" needs http:// backends; '
             "a TCP pool can only hash client_ip"
         )
+    if tcp and "sticky_cookie" in values:
+        raise ConfigError(f"{where}: sticky_cookie needs http:// backends")
     if tcp and strategy == "peak-ewma":
         raise ConfigError(
             f'{where}: strategy "peak-ewma" needs http:// backends (it measures '

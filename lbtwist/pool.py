@@ -52,7 +52,12 @@ class BackendPool:
         self._byName = {backend.name: backend for backend in self.backends}
 
     def choose(
-        self, now: float, exclude: Collection[Backend] = (), key: bytes | None = None
+        self,
+        now: float,
+        exclude: Collection[Backend] = (),
+        key: bytes | None = None,
+        sticky: str | None = None,
+        strategy: IStrategy | None = None,
     ) -> Choice | None:
         """
         Choose the backend for the next request.
@@ -62,6 +67,11 @@ class BackendPool:
             already failed on.
         @param key: The request's key for C{consistent-hash} (see
             L{lbtwist.hashkey}), or L{None}.
+        @param sticky: The name of the backend the request's sticky cookie
+            names, if any: it is chosen while it is available.
+        @param strategy: The strategy to choose with, instead of the pool's
+            own (the C{explain} API passes a copy, to leave the pool's
+            untouched).
         @return: An available backend not in C{exclude} and why it was
             chosen, or L{None} if there is none.
         """
@@ -69,7 +79,35 @@ class BackendPool:
         def eligible(backend: Backend) -> bool:
             return backend not in exclude and backend.available(now)
 
-        return self.strategy.choose(self.backends, eligible, key)
+        if sticky is not None:
+            preferred = self._byName.get(sticky)
+            if preferred is not None and eligible(preferred):
+                return Choice(preferred, f"sticky cookie: {preferred.name}")
+        slowStart = self.config.slow_start
+        if slowStart:
+            for backend in self.backends:
+                backend.slowStart(now, slowStart)
+        choice = (strategy or self.strategy).choose(self.backends, eligible, key)
+        if choice is None:
+            return None
+        reasons = []
+        if sticky is not None:
+            reasons.append(f"sticky cookie for {sticky} not usable")
+        if choice.backend.ramp < 1.0:
+            reasons.append(f"slow start {choice.backend.ramp:.0%}")
+        if reasons:
+            return Choice(choice.backend, f"{choice.why}; " + "; ".join(reasons))
+        return choice
+
+    def observe(self, backend: Backend, latency: float, now: float) -> None:
+        """
+        Tell the strategy how long a backend took to send a response head.
+
+        @param backend: The backend.
+        @param latency: Seconds from the start of the attempt to the head.
+        @param now: When the head arrived.
+        """
+        self.strategy.observe(backend, latency, now)
 
     def available(self, now: float) -> bool:
         """
@@ -160,6 +198,7 @@ class BackendPool:
             running.reconfigure(backend.config, config.health, config.passive_cooldown)
             self.backends[index] = running
         self._byName = {backend.name: backend for backend in self.backends}
+        self.strategy.adopt(previous.strategy, self.backends)
 
     def backend(self, name: str) -> Backend:
         """

@@ -40,6 +40,7 @@ from lbtwist.failures import UpstreamFailure
 from lbtwist.hashkey import keyReader
 from lbtwist.maglev import DEFAULT_TABLE_SIZE, MaglevTable
 from lbtwist.pool import BackendPool
+from lbtwist.strategies import Choice
 
 __all__ = [
     "SimulationError",
@@ -441,11 +442,10 @@ def simulatePool(
     def start(arrival: Arrival) -> None:
         key = read(arrival) if read is not None else None
 
-        def choose(now: float, tried: Collection[Backend]) -> Backend | None:
-            choice = pool.choose(now, tried, key)
-            return None if choice is None else choice.backend
+        def choose(now: float, tried: Collection[Backend]) -> Choice | None:
+            return pool.choose(now, tried, key)
 
-        attempts = Attempts(clock, choose, config.retries, "simulated request")
+        attempts = Attempts(clock, choose, config.retries, "simulated request", pool)
         hit = False
         while True:
             lease = attempts.next()
@@ -487,7 +487,6 @@ def simulatePool(
             # Rounded to the nanosecond: sums of floats are not exact.
             latency = round(now - arrival.at, 9)
             attempts.succeeded(lease)
-            pool.strategy.observe(lease.backend, latency, now)
             lease.release()
             answered.append(latency)
             state.timeline.append((arrival.at, 1, latency))

@@ -70,6 +70,16 @@ class IStrategy(Interface):
         @return: The chosen backend, or L{None} if none is eligible.
         """
 
+    def adopt(previous: IStrategy, backends: Sequence[Backend]) -> None:
+        """
+        Carry over what C{previous} (the pool's strategy before a reload)
+        learned about the backends kept across the reload, if it is of the
+        same kind.
+
+        @param previous: The strategy this one replaces.
+        @param backends: The pool's backends after the reload.
+        """
+
     def observe(backend: Backend, latency: float, now: float) -> None:
         """
         Learn how long a backend took to answer (strategies that do not
@@ -129,6 +139,11 @@ class _Picking:
             return None
         return Choice(backend, f"{self.label}: {self.describe(backend)}")
 
+    def adopt(self, previous: IStrategy, backends: Sequence[Backend]) -> None:
+        """
+        @see: L{IStrategy.adopt}
+        """
+
     def observe(self, backend: Backend, latency: float, now: float) -> None:
         """
         @see: L{IStrategy.observe}
@@ -157,6 +172,11 @@ class _Choosing:
         """
         choice = self.choose(backends, eligible)
         return None if choice is None else choice.backend
+
+    def adopt(self, previous: IStrategy, backends: Sequence[Backend]) -> None:
+        """
+        @see: L{IStrategy.adopt}
+        """
 
     def observe(self, backend: Backend, latency: float, now: float) -> None:
         """
@@ -232,7 +252,7 @@ class WeightedRoundRobin(_Picking):
         """
         @return: The backend's name and weight.
         """
-        return f"{backend.name} (weight {backend.weight})"
+        return f"{backend.name} (weight {backend.effectiveWeight:g})"
 
     usesWeights = True
 
@@ -240,7 +260,7 @@ class WeightedRoundRobin(_Picking):
         """
         Start with every current weight at zero.
         """
-        self._current: dict[int, int] = {}
+        self._current: dict[int, float] = {}
 
     def pick(
         self, backends: Sequence[Backend], eligible: Callable[[Backend], bool]
@@ -250,15 +270,16 @@ class WeightedRoundRobin(_Picking):
 
         @see: L{IStrategy.pick}
         """
-        total = 0
+        total = 0.0
         best: Backend | None = None
-        bestWeight = 0
+        bestWeight = 0.0
         for backend in backends:
             if not eligible(backend):
                 continue
-            current = self._current.get(id(backend), 0) + backend.weight
+            weight = backend.effectiveWeight
+            current = self._current.get(id(backend), 0) + weight
             self._current[id(backend)] = current
-            total += backend.weight
+            total += weight
             if best is None or current > bestWeight:
                 best, bestWeight = backend, current
         if best is not None:
@@ -305,8 +326,8 @@ class LeastConnections(_Picking):
                 continue
             # backend.active / backend.weight < best.active / best.weight,
             # in integers.
-            if best is None or backend.active * best.weight < (
-                best.active * backend.weight
+            if best is None or backend.active * best.effectiveWeight < (
+                best.active * backend.effectiveWeight
             ):
                 best, bestIndex = backend, index
         if best is not None:
@@ -319,15 +340,16 @@ def _lighter(a: Backend, b: Backend) -> bool:
     @return: Whether C{a} has fewer requests in flight for its weight than
         C{b}.
     """
-    return a.active * b.weight < b.active * a.weight
+    return a.active * b.effectiveWeight < b.active * a.effectiveWeight
 
 
 def _describeLoad(backend: Backend) -> str:
     """
     @return: C{"app-2 (2 in flight)"}, with the weight when it is not 1.
     """
-    weight = "" if backend.weight == 1 else f", weight {backend.weight}"
-    return f"{backend.name} ({backend.active} in flight{weight})"
+    weight = backend.effectiveWeight
+    described = "" if weight == 1 else f", weight {weight:g}"
+    return f"{backend.name} ({backend.active} in flight{described})"
 
 
 @implementer(IStrategy)
@@ -426,7 +448,7 @@ class ConsistentHash(_Choosing):
             self._builtFor = members
         return self._table
 
-    def _bound(self, weight: int, inFlight: int, totalWeight: int) -> int:
+    def _bound(self, weight: float, inFlight: int, totalWeight: float) -> float:
         """
         The most requests a backend may have in flight, this one included:
         M{ceil(factor/100 * (inFlight + 1) * weight / totalWeight)}, at least
@@ -459,11 +481,12 @@ class ConsistentHash(_Choosing):
         allowed = [eligible(backend) for backend in backends]
         if not any(allowed):
             return None
-        inFlight = totalWeight = 0
+        inFlight = 0
+        totalWeight = 0.0
         for backend, ok in zip(backends, allowed):
             if ok:
                 inFlight += backend.active
-                totalWeight += backend.weight
+                totalWeight += backend.effectiveWeight
         slots, size = table.slots, table.size
         home = table.slotFor(key)
         owner = backends[slots[home]]
@@ -473,7 +496,7 @@ class ConsistentHash(_Choosing):
                 continue
             backend = backends[index]
             if self.balanceFactor and backend.active + 1 > self._bound(
-                backend.weight, inFlight, totalWeight
+                backend.effectiveWeight, inFlight, totalWeight
             ):
                 continue
             if backend is owner:
@@ -533,6 +556,18 @@ class PeakEWMA(_Choosing):
             return
         self._averages[id(backend)] = (self._decayed(previous, now, latency), now)
 
+    def adopt(self, previous: IStrategy, backends: Sequence[Backend]) -> None:
+        """
+        Keep the latencies of the backends kept across a reload.
+
+        @see: L{IStrategy.adopt}
+        """
+        if isinstance(previous, PeakEWMA):
+            for backend in backends:
+                average = previous._averages.get(id(backend))
+                if average is not None:
+                    self._averages[id(backend)] = average
+
     def _decayed(
         self, previous: tuple[float, float], now: float, latency: float
     ) -> float:
@@ -566,7 +601,7 @@ class PeakEWMA(_Choosing):
         latency = self.latency(backend)
         if latency is None:
             latency = 0.0 if backend.active == 0 else self.PENALTY
-        return latency * (backend.active + 1) / backend.weight
+        return latency * (backend.active + 1) / backend.effectiveWeight
 
     def choose(
         self,

@@ -51,6 +51,7 @@ from lbtwist.failures import classifyConnectFailure
 from lbtwist.pool import BackendPool
 from lbtwist.proxyheader import InvalidProxyHeader, parseProxyHeader, proxyHeader
 from lbtwist.stats import FrontendStats
+from lbtwist.strategies import Choice
 from lbtwist.tunnel import Tunnel, TunnelTotals
 
 __all__ = ["TCPProxyFactory"]
@@ -314,9 +315,11 @@ class _ClientConnection(Protocol):
 
     # Connecting to a backend.
 
-    def _choose(self, now: float, tried: Collection[Backend]) -> Backend | None:
-        choice = self._pool.choose(now, exclude=tried)
-        return None if choice is None else choice.backend
+    def _choose(self, now: float, tried: Collection[Backend]) -> Choice | None:
+        key = None
+        if self._pool.config.strategy == "consistent-hash" and self._source:
+            key = _host(self._source).encode("ascii", "replace")
+        return self._pool.choose(now, tried, key)
 
     def _connect(self) -> None:
         """
