@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_main -*-
 """
-lbtwist's command line tools: C{python -m lbtwist check FILE} and
-C{python -m lbtwist simulate FILE} (see L{lbtwist.simulate}).
+lbtwist's command line tools: C{python -m lbtwist check FILE},
+C{python -m lbtwist simulate FILE} (see L{lbtwist.simulate}) and
+C{python -m lbtwist --version}.
 
 The balancer itself runs under C{twistd -n lbtwist}.
 """
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from lbtwist.config import ConfigError, loadConfig
+from lbtwist.tap import versionLine
 
 __all__ = ["check", "main", "simulate"]
 
@@ -21,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m lbtwist",
         description="lbtwist tools (the balancer runs as: twistd -n lbtwist).",
+    )
+    parser.add_argument(
+        "--version", action="version", version=versionLine(), help="print the version"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     check = commands.add_parser(

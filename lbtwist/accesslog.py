@@ -20,20 +20,36 @@ TCP-mode frontends log one line per connection, when it closes (a
 L{ConnectionRecord}), in the same two formats::
 
     127.0.0.1 - - [24/Nov/2026:15:32:55 +0000] "TCP pg" pool=pg backend=127.0.0.1:5432 attempts=1 from_client=123 to_client=456 duration_ms=12.300 outcome=closed
+
+Any other format is a format string with named fields (L{ACCESS_LOG_FIELDS}),
+like C{"{client_ip} {method} {path} {status} {duration_ms} {backend}"};
+C{{{} and C{}}} are literal braces.  It applies to requests and to TCP-mode
+connections alike: a field a record does not have (C{status} of a
+connection, C{outcome} of a request) is C{-}.
+
+The log goes to a file (appended to; L{AccessLog.reopen} opens the path
+again after it was moved away, for log rotation) or to standard output
+(file descriptor 1, one C{write} per line, bypassing twistd's log).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
-import sys
-from collections.abc import Callable
+import string
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
+from typing import Any
 
 from attrs import frozen
+from twisted.logger import Logger
 from twisted.web.http import datetimeToLogString
 
+_log = Logger()
+
 __all__ = [
+    "ACCESS_LOG_FIELDS",
     "ACCESS_LOG_FORMATS",
     "AccessLog",
     "AccessRecord",
@@ -43,6 +59,7 @@ __all__ = [
     "formatConnectionJSON",
     "formatJSON",
     "openAccessLog",
+    "parseFormat",
 ]
 
 
@@ -69,6 +86,7 @@ class AccessRecord:
         C{("connection refused",)}.
     @ivar referer: The C{Referer} header, if any.
     @ivar userAgent: The C{User-Agent} header, if any.
+    @ivar requestId: The C{X-Request-ID} header, if any.
     """
 
     timestamp: float
@@ -86,6 +104,7 @@ class AccessRecord:
     retryReasons: tuple[str, ...]
     referer: str | None
     userAgent: str | None
+    requestId: str | None = None
 
 
 _UNSAFE = re.compile(r'[^\x20-\x7e]|["\\]')
@@ -303,24 +322,181 @@ _CONNECTION_FORMATS: dict[
 """The connection format that goes with each request format."""
 
 
-def _formatter(fmt: str) -> Callable[[AccessRecord], str]:
+def _isoTime(timestamp: float) -> str:
+    time = datetime.fromtimestamp(timestamp, timezone.utc)
+    return time.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _path(target: str) -> str:
+    return target.split("?", 1)[0]
+
+
+def _query(target: str) -> str | None:
+    return target.partition("?")[2] or None
+
+
+_COMMON_FIELDS: dict[str, Callable[[AccessRecord | ConnectionRecord], str]] = {
+    "time": lambda r: _isoTime(r.timestamp),
+    "time_local": lambda r: datetimeToLogString(r.timestamp)[1:-1],
+    "timestamp": lambda r: f"{r.timestamp:.3f}",
+    "client_ip": lambda r: _orDash(r.client),
+    "frontend": lambda r: _orDash(r.frontend),
+    "pool": lambda r: _orDash(r.pool),
+    "backend": lambda r: _orDash(r.backend),
+    "attempts": lambda r: str(r.attempts),
+    "retries": lambda r: _orDash("; ".join(r.retryReasons)),
+    "duration_ms": lambda r: f"{r.duration * 1000:.3f}",
+}
+
+_REQUEST_FIELDS: dict[str, Callable[[AccessRecord], str]] = {
+    "method": lambda r: _orDash(r.method),
+    "target": lambda r: _orDash(r.target),
+    "path": lambda r: _orDash(_path(r.target)),
+    "query": lambda r: _orDash(_query(r.target)),
+    "version": lambda r: _orDash(r.version),
+    "status": lambda r: str(r.status),
+    "bytes": lambda r: str(r.bytes),
+    "referer": lambda r: _orDash(r.referer),
+    "user_agent": lambda r: _orDash(r.userAgent),
+    "request_id": lambda r: _orDash(r.requestId),
+}
+
+_CONNECTION_FIELDS: dict[str, Callable[[ConnectionRecord], str]] = {
+    "from_client": lambda r: str(r.fromClient),
+    "to_client": lambda r: str(r.toClient),
+    "outcome": lambda r: _orDash(r.outcome),
+}
+
+ACCESS_LOG_FIELDS: Mapping[str, str] = {
+    "time": "when the request or connection ended, ISO 8601 UTC in milliseconds",
+    "time_local": "the same, as the combined format writes it "
+    "(24/Nov/2026:15:32:55 +0000)",
+    "timestamp": "the same, in seconds since the epoch (1795534375.500)",
+    "client_ip": "the client's address",
+    "frontend": "the frontend's name",
+    "pool": "the pool's name",
+    "backend": "the name of the backend that answered (or was connected)",
+    "attempts": "how many backends were tried",
+    "retries": 'why each retry was made, separated by "; "',
+    "duration_ms": "milliseconds from the request (connection) to the end "
+    "of the response (the close)",
+    "method": "HTTP only: the request method",
+    "target": "HTTP only: the request target, with the query",
+    "path": "HTTP only: the request target without the query",
+    "query": "HTTP only: the query, without the ?",
+    "version": "HTTP only: the HTTP version (HTTP/1.1)",
+    "status": "HTTP only: the status code sent",
+    "bytes": "HTTP only: the response body bytes sent",
+    "referer": "HTTP only: the Referer header",
+    "user_agent": "HTTP only: the User-Agent header",
+    "request_id": "HTTP only: the X-Request-ID header the client sent",
+    "from_client": "TCP only: bytes relayed from the client",
+    "to_client": "TCP only: bytes relayed to the client",
+    "outcome": "TCP only: how the connection ended (closed, idle timeout...)",
+}
+"""The fields of a format string, each with what it is; any value taken
+from the request is escaped as in the combined format, and a field without
+a value is C{-}."""
+
+
+def parseFormat(fmt: str) -> tuple[tuple[str, str | None], ...]:
     """
-    @param fmt: The name of an access log format.
-    @return: The function that formats a record in it.
-    @raise ValueError: If C{fmt} is not one of L{ACCESS_LOG_FORMATS}.
+    Parse an access log format string.
+
+    @param fmt: E.g. C{"{client_ip} {method} {path} {status}"}; C{{{} and
+        C{}}} are literal braces.
+    @return: Pairs of literal text and the field that follows it (L{None}
+        after the last).
+    @raise ValueError: Naming the problem: an unknown field (and listing
+        the known ones), a field with a conversion or format spec, an
+        unmatched brace, or no field at all.
     """
     try:
-        return ACCESS_LOG_FORMATS[fmt]
-    except KeyError:
+        parts = list(string.Formatter().parse(fmt))
+    except ValueError as e:
+        raise ValueError(f'"{fmt}" is not a valid format string: {e}') from None
+    parsed: list[tuple[str, str | None]] = []
+    for literal, field, spec, conversion in parts:
+        if field is not None:
+            if field not in ACCESS_LOG_FIELDS:
+                known = ", ".join(ACCESS_LOG_FIELDS)
+                raise ValueError(
+                    f'has unknown field "{{{field}}}" (fields: {known})'
+                )
+            if spec or conversion:
+                raise ValueError(
+                    f'field "{{{field}}}": conversions and format specs '
+                    "(!r, :>5) are not supported"
+                )
+        parsed.append((literal, field))
+    if not any(field for _, field in parsed):
+        raise ValueError(
+            f'"{fmt}" is not "combined", "json" or a format string with '
+            "{fields} such as {client_ip} {status}"
+        )
+    return tuple(parsed)
+
+
+def _templateFormatters(
+    fmt: str,
+) -> tuple[Callable[[AccessRecord], str], Callable[[ConnectionRecord], str]]:
+    """
+    @param fmt: A format string (see L{parseFormat}).
+    @return: The function that formats a request in it, and the one that
+        formats a connection.
+    """
+    parts = parseFormat(fmt)
+
+    def formatter(
+        fields: Mapping[str, Callable[[Any], str]],
+    ) -> Callable[[Any], str]:
+        getters = [
+            (
+                literal,
+                None
+                if field is None
+                else _COMMON_FIELDS.get(field, fields.get(field, lambda r: "-")),
+            )
+            for literal, field in parts
+        ]
+
+        def format(record: Any) -> str:
+            return "".join(
+                literal + ("" if get is None else get(record))
+                for literal, get in getters
+            )
+
+        return format
+
+    return formatter(_REQUEST_FIELDS), formatter(_CONNECTION_FIELDS)
+
+
+def _formatters(
+    fmt: str,
+) -> tuple[Callable[[AccessRecord], str], Callable[[ConnectionRecord], str]]:
+    """
+    @param fmt: The name of an access log format, or a format string.
+    @return: The function that formats a request in it, and the one that
+        formats a connection.
+    @raise ValueError: If C{fmt} is neither one of L{ACCESS_LOG_FORMATS} nor
+        a valid format string.
+    """
+    named = ACCESS_LOG_FORMATS.get(fmt)
+    if named is not None:
+        return named, _CONNECTION_FORMATS[named]
+    if "{" not in fmt and "}" not in fmt:
         known = ", ".join(f'"{name}"' for name in ACCESS_LOG_FORMATS)
         raise ValueError(
-            f'unknown access log format "{fmt}" (formats: {known})'
-        ) from None
+            f'unknown access log format "{fmt}" (formats: {known}, or a format '
+            "string with {fields})"
+        )
+    return _templateFormatters(fmt)
 
 
 class AccessLog:
     """
-    Writes one line per request in one of L{ACCESS_LOG_FORMATS}.
+    Writes one line per request (and per TCP-mode connection) in one of
+    L{ACCESS_LOG_FORMATS} or in a format string.
     """
 
     def __init__(
@@ -329,16 +505,20 @@ class AccessLog:
         fmt: str = "combined",
         *,
         close: Callable[[], object] = lambda: None,
+        reopen: Callable[[], object] = lambda: None,
     ) -> None:
         """
         @param write: Called with each line, line break included.
-        @param fmt: C{"combined"} or C{"json"}.
+        @param fmt: C{"combined"}, C{"json"} or a format string.
         @param close: Called by L{AccessLog.close}, e.g. to close the file.
+        @param reopen: Called by L{AccessLog.reopen}, e.g. to open the file
+            again.
         @raise ValueError: If C{fmt} is not a known format.
         """
         self._write = write
-        self._format = _formatter(fmt)
+        self._format, self._formatConnection = _formatters(fmt)
         self._close = close
+        self._reopen = reopen
 
     def log(self, record: AccessRecord) -> None:
         """
@@ -355,7 +535,18 @@ class AccessLog:
 
         @param record: The record.
         """
-        self._write(_CONNECTION_FORMATS[self._format](record) + "\n")
+        self._write(self._formatConnection(record) + "\n")
+
+    def reopen(self) -> None:
+        """
+        Open the log's file again by its path, for log rotation: once the
+        file was moved away, the next lines go to a new file.  Does nothing
+        for standard output.
+
+        @raise OSError: If the file cannot be opened; lines keep going to
+            the file open before.
+        """
+        self._reopen()
 
     def close(self) -> None:
         """
@@ -364,29 +555,99 @@ class AccessLog:
         self._close()
 
 
-def _writeStdout(line: str) -> None:
+class _AppendedFile:
     """
-    Write a line to the current C{sys.stdout} and flush it.
+    A file the access log appends to, line buffered, that can be opened
+    again by its path.
 
-    @param line: The line.
+    @ivar path: The file's path.
     """
-    sys.stdout.write(line)
-    sys.stdout.flush()
+
+    def __init__(self, path: str) -> None:
+        """
+        @param path: The file's path.
+        @raise OSError: If it cannot be opened.
+        """
+        self.path = path
+        self._file = self._open()
+
+    def _open(self) -> Any:
+        return open(
+            self.path, "a", buffering=1, encoding="utf-8", errors="backslashreplace"
+        )
+
+    def write(self, line: str) -> None:
+        """
+        Append a line.
+        """
+        self._file.write(line)
+
+    def reopen(self) -> None:
+        """
+        Open the path again and close the file open before.
+
+        @raise OSError: If it cannot be opened; the file open before stays.
+        """
+        new = self._open()
+        old, self._file = self._file, new
+        old.close()
+
+    def close(self) -> None:
+        """
+        Close the file.
+        """
+        self._file.close()
 
 
-def openAccessLog(path: str, fmt: str) -> AccessLog:
+class _StandardOutput:
+    """
+    Standard output as a file descriptor, written to once per line, as
+    nginx writes its logs: the lines bypass C{sys.stdout}, which twistd
+    replaces with its own log (and its C{[stdout#info]} prefix).  A line
+    that cannot be written (standard output closed, a full non-blocking
+    pipe) is dropped; the first such failure is logged.
+    """
+
+    def __init__(self, fd: int = 1) -> None:
+        """
+        @param fd: The file descriptor.
+        """
+        self._fd = fd
+        self._failed = False
+
+    def write(self, line: str) -> None:
+        """
+        Write a line with as few C{write} calls as the descriptor allows.
+        """
+        data = line.encode("utf-8", "backslashreplace")
+        try:
+            while data:
+                data = data[os.write(self._fd, data) :]
+        except OSError as e:
+            if not self._failed:
+                self._failed = True
+                _log.error(
+                    "access log: cannot write to standard output ({error}); "
+                    "dropping access log lines",
+                    error=e.strerror or str(e),
+                )
+
+
+def openAccessLog(path: str, fmt: str, stdout: int = 1) -> AccessLog:
     """
     Open the access log named in the configuration.
 
-    @param path: C{"-"} for standard output (flushed after every line), or
-        a file to append to (line buffered, UTF-8).
-    @param fmt: C{"combined"} or C{"json"}.
-    @return: The log; L{AccessLog.close} closes its file.
+    @param path: C{"-"} for standard output (one C{write} per line, no
+        prefix), or a file to append to (line buffered, UTF-8).
+    @param fmt: C{"combined"}, C{"json"} or a format string.
+    @param stdout: The file descriptor of standard output.
+    @return: The log; L{AccessLog.close} closes its file and
+        L{AccessLog.reopen} opens it again.
     @raise ValueError: If C{fmt} is not a known format.
     @raise OSError: If the file cannot be opened.
     """
     if path == "-":
-        return AccessLog(_writeStdout, fmt)
-    _formatter(fmt)  # Refuse an unknown format before creating the file.
-    file = open(path, "a", buffering=1, encoding="utf-8", errors="backslashreplace")
-    return AccessLog(file.write, fmt, close=file.close)
+        return AccessLog(_StandardOutput(stdout).write, fmt)
+    _formatters(fmt)  # Refuse an unknown format before creating the file.
+    file = _AppendedFile(path)
+    return AccessLog(file.write, fmt, close=file.close, reopen=file.reopen)

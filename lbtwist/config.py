@@ -27,6 +27,8 @@ from twisted.internet.endpoints import (
     serverFromString,
 )
 
+from lbtwist.accesslog import ACCESS_LOG_FORMATS, parseFormat
+
 __all__ = [
     "BackendConfig",
     "Config",
@@ -37,6 +39,7 @@ __all__ = [
     "PoolConfig",
     "STRATEGY_NAMES",
     "configFromOptions",
+    "expandEnvironment",
     "loadConfig",
     "parseBackendSpec",
     "parseConfig",
@@ -542,10 +545,49 @@ def _buildEndpoint(description: str) -> object:
     return serverFromString(reactor, description)
 
 
+_HOST_PORT = re.compile(r"(?:(?P<host>[^:\[\]]*)|\[(?P<ipv6>[^\]]+)\]):(?P<port>[0-9]+)")
+
+
+def _suggestEndpoint(description: str) -> str | None:
+    """
+    The endpoint description meant by an address written the usual way:
+    C{"8080"} and C{":8080"} mean C{"tcp:8080"}, C{"127.0.0.1:8080"} means
+    C{"tcp:8080:interface=127.0.0.1"}, C{"[::1]:8080"} means
+    C{"tcp6:8080:interface=\\:\\:1"} (and C{localhost:8080} and C{*:8080}
+    likewise).
+
+    @param description: What Twisted's parser refused.
+    @return: The suggestion, or L{None} if C{description} is no such address.
+    """
+    if _DIGITS.fullmatch(description):
+        return f"tcp:{description}"
+    match = _HOST_PORT.fullmatch(description)
+    if match is None:
+        return None
+    port, host, ipv6 = match["port"], match["host"], match["ipv6"]
+    if ipv6 is not None:
+        escaped = ipv6.replace(":", "\\:")
+        return f"tcp6:{port}:interface={escaped}"
+    if not host or host == "*":
+        return f"tcp:{port}"
+    if host != "localhost":
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return None
+    return f"tcp:{port}:interface={host}"
+
+
 def _endpoint(description: str) -> str:
     try:
         endpoint = _buildEndpoint(description)
     except Exception as e:
+        suggestion = _suggestEndpoint(description)
+        if suggestion is not None:
+            raise _Invalid(
+                f'"{description}" is not an endpoint description; '
+                f'did you mean "{suggestion}"?'
+            ) from None
         raise _Invalid(f'"{description}": {str(e) or type(e).__name__}') from None
     port = getattr(endpoint, "_port", None)
     if isinstance(port, int) and not 0 <= port <= 65535:
@@ -785,11 +827,23 @@ _ADMIN = {
     "token_file": _string,
 }
 
-_ACCESS_LOG_FORMATS = ("combined", "json")
+def _accessLogFormat(value: object) -> str:
+    """
+    Check an C{access_log_format}: C{"combined"}, C{"json"} or a format
+    string with fields (see L{lbtwist.accesslog.parseFormat}).
+    """
+    text = _string(value)
+    if text not in ACCESS_LOG_FORMATS:
+        try:
+            parseFormat(text)
+        except ValueError as e:
+            raise _Invalid(str(e)) from None
+    return text
+
 
 _SETTINGS = {
     "access_log": _string,
-    "access_log_format": _choice(_ACCESS_LOG_FORMATS),
+    "access_log_format": _accessLogFormat,
     "state_file": _string,
     "secret": lambda value: _secret(_string(value)),
     "grace_period": _seconds(allowZero=True),
@@ -1144,15 +1198,131 @@ def _parseFrontend(
     return FrontendConfig(**values)
 
 
-def parseConfig(document: Mapping[str, object], source: str = "<config>") -> Config:
+_REFERENCE = re.compile(
+    r"\$(?:(?P<dollar>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}"
+    r"|(?P<bad>\{[^}]*\}?))"
+)
+
+
+def expandEnvironment(text: str, environ: Mapping[str, str]) -> str:
+    """
+    Expand the environment variables in one string value of the file:
+    C{${NAME}} is the value of C{NAME}, C{${NAME:-default}} that value or
+    C{default} if C{NAME} is unset or empty, C{$$} a literal C{$}. A C{$}
+    followed by anything else stays as it is.
+
+    @param text: A string value, as TOML gives it.
+    @param environ: The environment.
+    @return: C{text} expanded.
+    @raise _Invalid: Naming the variable, if one without a default is not
+        set, or if a C{${...}} is not a valid reference.
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        if match["dollar"] is not None:
+            return "$"
+        if match["bad"] is not None:
+            raise _Invalid(
+                f'"{match.group()}" is not an environment variable reference: '
+                "write ${NAME} or ${NAME:-default}, and $$ for a literal $"
+            )
+        value = environ.get(match["name"])
+        if match["default"] is not None and not value:
+            return match["default"]
+        if value is None:
+            raise _Invalid(f"environment variable {match['name']} is not set")
+        return value
+
+    return _REFERENCE.sub(replace, text)
+
+
+def _expandValue(value: object, environ: Mapping[str, str]) -> object:
+    """
+    @return: C{value} with the environment expanded if it is a string or a
+        list of strings; any other value as it is.
+    @raise _Invalid: See L{expandEnvironment}.
+    """
+    if isinstance(value, str):
+        return expandEnvironment(value, environ)
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return [expandEnvironment(item, environ) for item in value]
+    return value
+
+
+def _expandTable(
+    table: Mapping[str, object], where: str, environ: Mapping[str, str]
+) -> dict[str, object]:
+    """
+    Expand the environment in every string value of a table and of the
+    tables in it (see L{expandEnvironment}); keys are left as they are.
+
+    @param where: How errors name the table, as L{_read} does: C{'pool
+        "app"'}, C{'pool "app" backend 2'}, C{"[settings]"}.
+    @raise ConfigError: Naming the section and the key.
+    """
+    expanded: dict[str, object] = {}
+    # The name first: the labels of the sections in the table use it.
+    for key in sorted(table, key=lambda key: key != "name"):
+        value = table[key]
+        if isinstance(value, Mapping):
+            label = f"[{key}]" if where == "top level" else f"{where} {key}"
+            expanded[key] = _expandTable(value, label, environ)
+        elif isinstance(value, list) and value and all(
+            isinstance(item, Mapping) for item in value
+        ):
+            expanded[key] = [
+                _expandTable(
+                    item,
+                    (
+                        _label(key, index, _expandedName(item, environ))
+                        if where == "top level"
+                        else f"{where} {key} {index}"
+                    ),
+                    environ,
+                )
+                for index, item in enumerate(value, 1)
+            ]
+        else:
+            try:
+                expanded[key] = _expandValue(value, environ)
+            except _Invalid as e:
+                raise ConfigError(f"{where}: {key}: {e.reason}") from None
+    return {key: expanded[key] for key in table}
+
+
+def _expandedName(
+    table: Mapping[str, object], environ: Mapping[str, str]
+) -> Mapping[str, object]:
+    """
+    @return: A table holding only the C{name} of C{table}, expanded if it
+        can be, for L{_label}.
+    """
+    try:
+        return {"name": _expandValue(table.get("name"), environ)}
+    except _Invalid:
+        return {}
+
+
+def parseConfig(
+    document: Mapping[str, object],
+    source: str = "<config>",
+    environ: Mapping[str, str] | None = None,
+) -> Config:
     """
     Validate a parsed TOML document and build the configuration.
 
+    The environment is expanded in its string values first (see
+    L{expandEnvironment}).
+
     @param document: The document, as C{tomllib} returns it.
     @param source: Where it came from, kept as L{Config.source}.
+    @param environ: The environment variables; L{os.environ} if L{None}.
     @return: The configuration.
     @raise ConfigError: Naming the section and key of the first problem.
     """
+    document = _expandTable(
+        document, "top level", os.environ if environ is None else environ
+    )
     values = _read(document, "top level", _TOP_LEVEL, required=("frontend", "pool"))
     # Certificate paths are relative to the file's directory.
     directory = "" if source.startswith("<") else os.path.dirname(source)
@@ -1175,11 +1345,13 @@ def parseConfig(document: Mapping[str, object], source: str = "<config>") -> Con
     )
 
 
-def loadConfig(path: str) -> Config:
+def loadConfig(path: str, environ: Mapping[str, str] | None = None) -> Config:
     """
-    Read, parse and validate a TOML configuration file.
+    Read, parse and validate a TOML configuration file, expanding the
+    environment in its string values (see L{expandEnvironment}).
 
     @param path: The file's name; it becomes L{Config.source}.
+    @param environ: The environment variables; L{os.environ} if L{None}.
     @return: The configuration.
     @raise ConfigError: With C{source} set to C{path} (so that C{str()} of
         it begins with the path), if the file cannot be read, is not TOML,
@@ -1195,7 +1367,7 @@ def loadConfig(path: str) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"invalid TOML: {e}", path) from None
     try:
-        return parseConfig(document, source=path)
+        return parseConfig(document, source=path, environ=environ)
     except ConfigError as e:
         raise ConfigError(e.message, path) from None
 

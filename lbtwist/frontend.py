@@ -188,13 +188,15 @@ class HTTPFrontend(Factory):
         self.stats.recordResponse(status)
         if self.accessLog is None:
             return
-        referer = userAgent = None
+        referer = userAgent = requestId = None
         for name, value in request.headers:
             lowered = name.lower()
             if lowered == b"referer" and referer is None:
                 referer = value.decode("latin-1")
             elif lowered == b"user-agent" and userAgent is None:
                 userAgent = value.decode("latin-1")
+            elif lowered == b"x-request-id" and requestId is None:
+                requestId = value.decode("latin-1")
         now = self.clock.seconds()
         self.accessLog.log(
             AccessRecord(
@@ -213,6 +215,7 @@ class HTTPFrontend(Factory):
                 retryReasons=retryReasons,
                 referer=referer,
                 userAgent=userAgent,
+                requestId=requestId,
             )
         )
 

@@ -17,6 +17,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -68,45 +69,110 @@ def describeAddress(port: IListeningPort) -> str:
     return "%s:%d" % (host, getattr(address, "port"))
 
 
+class StartupError(Exception):
+    """
+    lbtwist cannot start; C{str()} of it is one line naming what and why.
+    """
+
+
+class ListenError(StartupError):
+    """
+    A listener cannot listen; C{str()} of it is one line naming the
+    listener, the endpoint and the cause, e.g. C{frontend "web": cannot
+    listen on tcp:8080: address already in use}.
+    """
+
+
+def _listenFailure(error: BaseException) -> str:
+    """
+    Why listening (or opening a file) failed, in a few words: C{"address
+    already in use"}, C{"permission denied"}, or the error's own text.
+
+    @param error: What the endpoint (or C{open}) raised.
+    """
+    cause: BaseException | None = error
+    if isinstance(error, CannotListenError):
+        cause = error.socketError
+    if isinstance(cause, OSError) and cause.strerror:
+        reason = cause.strerror
+        return reason[:1].lower() + reason[1:]
+    return str(error) or type(error).__name__
+
+
 class FrontendListener(StreamServerEndpointService):
     """
-    Listens on one endpoint of a frontend and logs the address once bound;
-    a bind failure stops twistd from starting.
+    Listens on one endpoint of a frontend; a bind failure raises
+    L{ListenError} from L{privilegedStartService}. Its owner logs the
+    address with L{announce} once every listener it starts listens.
 
     @ivar frontend: The frontend's name.
     @ivar description: The endpoint's description, as configured.
+    @ivar label: How errors name the listener: C{'frontend "web"'}, or
+        C{"admin"} for the admin listener.
+    @ivar port: The listening port, once bound.
     """
 
     _raiseSynchronously = True
 
     def __init__(
-        self, frontend: str, endpoint: Any, factory: Any, description: str = ""
+        self,
+        frontend: str,
+        endpoint: Any,
+        factory: Any,
+        description: str = "",
+        label: str | None = None,
     ) -> None:
         """
         @param frontend: The frontend's name (for the log).
         @param endpoint: The server endpoint.
         @param factory: The protocol factory (a L{ProxySite}).
         @param description: The endpoint's description, as configured.
+        @param label: See L{FrontendListener.label}; by default
+            C{frontend "<frontend>"}.
         """
         super().__init__(endpoint, factory)
         self.frontend = frontend
         self.description = description
+        self.label = f'frontend "{frontend}"' if label is None else label
+        self.port: IListeningPort | None = None
 
     def privilegedStartService(self) -> None:
         """
-        Start listening and log where.
-        """
-        super().privilegedStartService()
-        assert self._waitingForPort is not None
-        self._waitingForPort.addCallback(self._listening)
+        Start listening.
 
-    def _listening(self, port: IListeningPort) -> IListeningPort:
-        _log.info(
-            "frontend {frontend} listening on {address}",
-            frontend=self.frontend,
-            address=describeAddress(port),
-        )
+        @raise ListenError: If the endpoint cannot listen.
+        """
+        try:
+            super().privilegedStartService()
+        except Exception as e:
+            raise ListenError(
+                f"{self.label}: cannot listen on {self.description}: "
+                f"{_listenFailure(e)}"
+            ) from e
+        assert self._waitingForPort is not None
+        self._waitingForPort.addCallback(self._bound)
+
+    def _bound(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
         return port
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop listening.
+        """
+        self.port = None
+        return super().stopService()  # type: ignore[no-any-return]
+
+    def announce(self) -> None:
+        """
+        Log where this listener listens, if it does.
+        """
+        if self.port is not None:
+            _log.info(
+                "frontend {frontend} listening on {address}",
+                frontend=self.frontend,
+                address=describeAddress(self.port),
+            )
 
 
 def _recordCheck(reactor: Any, backend: Backend) -> Callable[[ProbeResult], None]:
@@ -270,6 +336,7 @@ def _listeners(
     listen: Sequence[str],
     factory: Any,
     backlog: int | None = None,
+    label: str | None = None,
 ) -> list[FrontendListener]:
     return [
         FrontendListener(
@@ -280,6 +347,7 @@ def _listeners(
             ),
             factory,
             description,
+            label,
         )
         for description in listen
     ]
@@ -328,22 +396,30 @@ class LoadBalancer(MultiService):
         """
         @param config: A validated configuration.
         @param reactor: The reactor everything runs on.
+        @raise StartupError: If the access log cannot be opened.
         """
         super().__init__()
         self.config = config
         self._reactor = reactor
         settings = config.settings
-        self._accessLog = (
-            None
-            if settings.access_log is None
-            else openAccessLog(settings.access_log, settings.access_log_format)
-        )
+        try:
+            self._accessLog = (
+                None
+                if settings.access_log is None
+                else openAccessLog(settings.access_log, settings.access_log_format)
+            )
+        except OSError as e:
+            raise StartupError(
+                f"[settings] access_log: cannot open {settings.access_log}: "
+                f"{_listenFailure(e)}"
+            ) from None
         self._probeAgent = healthAgent(reactor)
         self._connections: dict[str, BackendConnections] = {}
         self._pools: dict[str, BackendPool] = {}
         self._checks: dict[tuple[str, str], _RunningCheck] = {}
         self._reloading = False
         self._reloadWaiters: list[Deferred[None]] = []
+        self._handleUSR1 = False
         self._frontends: dict[str, tuple[FrontendConfig, Any, FrontendStats]] = {}
         self._listeners: dict[str, list[FrontendListener]] = {}
         self._drainable: list[Drainable] = []
@@ -379,7 +455,7 @@ class LoadBalancer(MultiService):
                 started=reactor.seconds(),
             )
             for adminListener in _listeners(
-                reactor, "admin", [config.admin.listen], _AdminSite(admin)
+                reactor, "admin", [config.admin.listen], _AdminSite(admin), label="admin"
             ):
                 adminListener.setServiceParent(self)
         self._cleanUp.append(self._closeConnectionPools)
@@ -395,6 +471,30 @@ class LoadBalancer(MultiService):
             describe=_listeningOn,
         )
         self._systemd.setServiceParent(self)
+
+    def privilegedStartService(self) -> None:
+        """
+        Bind every listener, then log where each listens: nothing is logged
+        as listening unless all of them are.
+
+        @raise ListenError: If one cannot listen; those already listening
+            are stopped.
+        """
+        try:
+            super().privilegedStartService()
+        except ListenError:
+            for listener in self._allListeners():
+                if listener.port is not None:
+                    listener.stopService()
+            raise
+        for listener in self._allListeners():
+            listener.announce()
+
+    def _allListeners(self) -> list[FrontendListener]:
+        """
+        The frontend listeners and the admin listener, in start order.
+        """
+        return [s for s in self if isinstance(s, FrontendListener)]
 
     # Building a configuration
 
@@ -466,11 +566,8 @@ class LoadBalancer(MultiService):
                 plan.bound.append(listener)
                 try:
                     listener.setServiceParent(self)
-                except Exception as e:
-                    raise ReloadError(
-                        f'frontend "{name}": cannot listen on '
-                        f"{listener.description}: {e}"
-                    ) from e
+                except ListenError as e:
+                    raise ReloadError(str(e)) from e
 
     def _release(self, plan: _Plan) -> Deferred[None]:
         """
@@ -807,6 +904,8 @@ class LoadBalancer(MultiService):
             listeners.setdefault(listener.frontend, []).append(listener)
         self._commit(plan)
         self._listeners = listeners
+        for listener in plan.bound:
+            listener.announce()
         # Stop listening where a frontend went away or moved; a new listener
         # on an address an old one held binds once that one stopped.
         stopped = gatherResults(
@@ -817,32 +916,90 @@ class LoadBalancer(MultiService):
             for listener in plan.later:
                 try:
                     listener.setServiceParent(self)
-                except Exception as e:
+                except ListenError as e:
                     _log.error(
-                        "reload: frontend {frontend} cannot listen on {address}: {error}",
+                        "reload: {error}",
                         frontend=listener.frontend,
                         address=listener.description,
                         error=str(e),
                     )
                     listener.disownServiceParent()
                 else:
+                    listener.announce()
                     self._listeners.setdefault(listener.frontend, []).append(listener)
             _log.info("configuration reloaded: {summary}", summary=config.summary())
 
         return stopped.addCallback(bindAfterStop).addCallback(lambda _: None)
 
+    # Log files
+
+    def reopenLogs(self) -> None:
+        """
+        Open the access log file again by its path (after log rotation moved
+        it away); a file that cannot be opened is logged, and lines keep
+        going to the file open before.
+        """
+        if self._accessLog is None or self.config.settings.access_log == "-":
+            return
+        path = self.config.settings.access_log
+        try:
+            self._accessLog.reopen()
+        except OSError as e:
+            _log.error(
+                "cannot reopen the access log {path}: {error}; writing on to "
+                "the file open before",
+                path=path,
+                error=e.strerror or str(e),
+            )
+        else:
+            _log.info("reopened the access log {path}", path=path)
+
     # Signals
 
     def installSignalHandler(self) -> None:
         """
-        Reload on SIGHUP (twistd's plugin calls this; tests need not).
+        On SIGHUP, reopen the log files and reload; on SIGUSR1, reopen the
+        log files (twistd's plugin calls this; tests need not).
+
+        SIGHUP is handled from now on; SIGUSR1 once the service starts, as
+        twistd has installed its own handler by then (which rotates its
+        C{--logfile}): lbtwist's calls it after reopening the access log.
         """
         reactor = self._reactor
 
-        def onSignal(signum: int, frame: object) -> None:
-            reactor.callFromThread(self.reload)
+        def onHangup(signum: int, frame: object) -> None:
+            reactor.callFromThread(self._hangup)
 
-        signal.signal(signal.SIGHUP, onSignal)
+        signal.signal(signal.SIGHUP, onHangup)
+        self._handleUSR1 = True
+
+    def _hangup(self) -> None:
+        self.reopenLogs()
+        self.reload()
+
+    def startService(self) -> None:
+        """
+        Start the services and, if L{installSignalHandler} was called,
+        handle SIGUSR1.
+        """
+        super().startService()
+        if self._handleUSR1:
+            _reopenOnUSR1(self._reactor, self.reopenLogs)
+
+
+def _reopenOnUSR1(reactor: Any, reopen: Callable[[], object]) -> None:
+    """
+    On SIGUSR1, call C{reopen} in the reactor thread, then the handler
+    installed before (twistd's, which rotates its C{--logfile}), if any.
+    """
+    previous = signal.getsignal(signal.SIGUSR1)
+
+    def onSignal(signum: int, frame: Any) -> None:
+        reactor.callFromThread(reopen)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGUSR1, onSignal)
 
 
 def _sameListeners(old: FrontendConfig, new: FrontendConfig) -> bool:

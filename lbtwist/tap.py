@@ -10,15 +10,38 @@ Three ways to start, one of them at a time::
 
 The configuration is read and validated in L{Options.postOptions}, so a bad
 file stops twistd with a clear message before anything is bound.
+
+Under twistd every start-up failure is one line and exit status 1: a bad
+option or configuration (C{twistd lbtwist: error: ...} on standard error,
+instead of twistd's usage text), and a listener that cannot listen (logged,
+instead of twistd's traceback).
 """
 
 from __future__ import annotations
 
-from twisted.application.service import IService
+import sys
+from collections.abc import Sequence
+
+from twisted.application.service import IService, MultiService
+from twisted.logger import Logger
 from twisted.python import usage
 
+from lbtwist import __version__
 from lbtwist.config import Config, ConfigError, configFromOptions, loadConfig
 from lbtwist.demo import demoConfig, demoServices
+
+_log = Logger()
+
+
+def versionLine() -> str:
+    """
+    @return: What C{--version} prints, e.g. C{"lbtwist 0.1.0 (Twisted
+        26.10.0, Python 3.11.7)"}.
+    """
+    from twisted import __version__ as twisted
+
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"lbtwist {__version__} (Twisted {twisted}, Python {python})"
 
 
 class Options(usage.Options):
@@ -56,6 +79,33 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["backend"] = []
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse the options; under twistd, a bad one ends the process.
+
+        @raise usage.UsageError: When not run by twistd, with what is wrong.
+        @raise SystemExit: With status 1, when run by twistd (the options
+            of its C{lbtwist} subcommand), after writing what is wrong as
+            one line to standard error; twistd would print the whole usage
+            text before it.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if self.parent is None:
+                raise
+            sys.stderr.write(
+                f"twistd lbtwist: error: {e} (see twistd lbtwist --help)\n"
+            )
+            raise SystemExit(1) from None
+
+    def opt_version(self) -> None:
+        """
+        Print lbtwist's version and exit.
+        """
+        print(versionLine())
+        sys.exit(0)
 
     def opt_listen(self, description: str) -> None:
         """
@@ -119,16 +169,47 @@ def makeService(options: Options) -> IService:
     Build lbtwist's service tree from parsed options.
 
     @param options: Parsed L{Options}.
+    @raise SystemExit: With status 1, after writing the reason as one line
+        to standard error, if it cannot be built (an access log that
+        cannot be opened).
     """
     from twisted.internet import reactor
 
-    from lbtwist.service import makeService as serviceFor
+    from lbtwist.service import StartupError, makeService as serviceFor
 
-    root = serviceFor(options["parsed"], reactor)
-    if options["config"]:
-        root.installSignalHandler()
+    try:
+        root = serviceFor(options["parsed"], reactor)
+    except StartupError as e:
+        sys.stderr.write(f"twistd lbtwist: error: {e}\n")
+        raise SystemExit(1) from None
+    root.installSignalHandler()
     if options["demo"]:
         for demo in demoServices(reactor):
             demo.setServiceParent(root)
-    return root
+    top = OneLineStartFailure()
+    root.setServiceParent(top)
+    return top
+
+
+class OneLineStartFailure(MultiService):
+    """
+    The service twistd starts: a listener of lbtwist that cannot listen is
+    logged as one line (C{frontend "web": cannot listen on tcp:8080:
+    address already in use}) and twistd exits with status 1, instead of
+    printing a traceback.
+    """
+
+    def privilegedStartService(self) -> None:
+        """
+        Start the children's privileged part (binding the listeners).
+
+        @raise SystemExit: With status 1, if a listener cannot listen.
+        """
+        from lbtwist.service import StartupError
+
+        try:
+            super().privilegedStartService()
+        except StartupError as e:
+            _log.critical("{error}", error=str(e))
+            raise SystemExit(1) from None
 

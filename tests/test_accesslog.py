@@ -11,6 +11,7 @@ import os
 import sys
 
 from attrs import evolve
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import _escape as twistedEscape
 
@@ -21,6 +22,7 @@ from lbtwist.accesslog import (
     formatCombined,
     formatJSON,
     openAccessLog,
+    parseFormat,
 )
 
 # 2026-11-24 15:32:55.5 UTC
@@ -259,7 +261,8 @@ class AccessLogTests(SynchronousTestCase):
         error = self.assertRaises(ValueError, AccessLog, print, "apache")
         self.assertEqual(
             str(error),
-            'unknown access log format "apache" (formats: "combined", "json")',
+            'unknown access log format "apache" (formats: "combined", "json", '
+            "or a format string with {fields})",
         )
 
     def test_formats(self) -> None:
@@ -285,37 +288,50 @@ class OpenAccessLogTests(SynchronousTestCase):
     Tests for L{openAccessLog}.
     """
 
-    def patchStdout(self) -> FlushCountingIO:
+    def pipe(self) -> tuple[int, int]:
         """
-        Replace C{sys.stdout} for this test.
+        A pipe standing in for standard output, closed after the test.
 
-        @return: The replacement.
+        @return: Its reading and writing ends.
         """
-        stdout = FlushCountingIO()
-        self.patch(sys, "stdout", stdout)
-        return stdout
+        readEnd, writeEnd = os.pipe()
+        self.addCleanup(os.close, readEnd)
+        self.addCleanup(os.close, writeEnd)
+        return readEnd, writeEnd
 
     def test_stdout(self) -> None:
         """
-        C{"-"} writes to standard output and flushes every line.
+        C{"-"} writes every line to standard output's file descriptor as it
+        is logged, not to C{sys.stdout} (which twistd replaces with its own
+        log, prefixing every line).
         """
-        stdout = self.patchStdout()
-        log = openAccessLog("-", "combined")
+        readEnd, writeEnd = self.pipe()
+        stdout = FlushCountingIO()
+        self.patch(sys, "stdout", stdout)
+        log = openAccessLog("-", "combined", stdout=writeEnd)
         log.log(RECORD)
+        self.assertEqual(os.read(readEnd, 4096), (COMBINED + "\n").encode())
         log.log(RECORD)
-        self.assertEqual(stdout.getvalue(), (COMBINED + "\n") * 2)
-        self.assertEqual(stdout.flushes, 2)
+        self.assertEqual(os.read(readEnd, 4096), (COMBINED + "\n").encode())
+        self.assertEqual(stdout.getvalue(), "")
+        log.reopen()
         log.close()
 
-    def test_stdoutLookedUpWhenWriting(self) -> None:
+    def test_stdoutFailureLoggedOnce(self) -> None:
         """
-        The standard output in use when a line is written gets it, not the
-        one when the log was opened.
+        Lines that cannot be written to standard output are dropped; the
+        first failure is logged, once.
         """
-        log = openAccessLog("-", "json")
-        stdout = self.patchStdout()
-        log.log(RECORD)
-        self.assertEqual(stdout.getvalue(), formatJSON(RECORD) + "\n")
+        readEnd, writeEnd = os.pipe()
+        os.close(readEnd)
+        self.addCleanup(os.close, writeEnd)
+        log = openAccessLog("-", "json", stdout=writeEnd)
+        with capturedLogs() as events:
+            log.log(RECORD)
+            log.log(RECORD)
+        errors = [e for e in events if e["log_level"] is LogLevel.error]
+        self.assertEqual(len(errors), 1)
+        self.assertIn("cannot write to standard output", formatEvent(errors[0]))
 
     def test_file(self) -> None:
         """
@@ -352,9 +368,162 @@ class OpenAccessLogTests(SynchronousTestCase):
         self.assertRaises(ValueError, openAccessLog, path, "xml")
         self.assertFalse(os.path.exists(path))
 
+    def test_reopen(self) -> None:
+        """
+        After the file was moved away, L{AccessLog.reopen} makes the next
+        lines go to a new file at the path; the moved file keeps the lines
+        before.
+        """
+        path = self.mktemp()
+        log = openAccessLog(path, "combined")
+        self.addCleanup(log.close)
+        log.log(RECORD)
+        os.rename(path, path + ".1")
+        log.log(evolve(RECORD, status=201))
+        log.reopen()
+        log.log(evolve(RECORD, status=202))
+        with open(path + ".1", encoding="utf-8") as file:
+            self.assertEqual([line.split()[8] for line in file], ["200", "201"])
+        with open(path, encoding="utf-8") as file:
+            self.assertEqual([line.split()[8] for line in file], ["202"])
+
+    def test_reopenFails(self) -> None:
+        """
+        When the path cannot be opened again, L{AccessLog.reopen} raises
+        L{OSError} and lines keep going to the file open before.
+        """
+        directory = self.mktemp()
+        os.mkdir(directory)
+        path = os.path.join(directory, "access.log")
+        log = openAccessLog(path, "combined")
+        self.addCleanup(log.close)
+        os.rename(path, path + ".1")
+        moved = directory + "-moved"
+        os.rename(directory, moved)
+        self.assertRaises(OSError, log.reopen)
+        log.log(RECORD)
+        with open(os.path.join(moved, "access.log.1"), encoding="utf-8") as file:
+            self.assertEqual(file.read(), COMBINED + "\n")
+
+    def test_formatString(self) -> None:
+        """
+        A format string writes the fields it names.
+        """
+        path = self.mktemp()
+        log = openAccessLog(path, "{client_ip} {method} {path} {status}")
+        log.log(evolve(RECORD, target="/p?q=1"))
+        log.close()
+        with open(path, encoding="utf-8") as file:
+            self.assertEqual(file.read(), "127.0.0.1 GET /p 200\n")
+
     def test_unopenable(self) -> None:
         """
         A file that cannot be opened raises L{OSError}.
         """
         path = os.path.join(self.mktemp(), "missing", "access.log")
         self.assertRaises(OSError, openAccessLog, path, "combined")
+
+
+class FormatStringTests(SynchronousTestCase):
+    """
+    Tests for access log format strings (L{parseFormat} and L{AccessLog}
+    with one).
+    """
+
+    def line(self, fmt: str, record: AccessRecord = RECORD) -> str:
+        lines: list[str] = []
+        AccessLog(lines.append, fmt).log(record)
+        [line] = lines
+        return line
+
+    def test_fields(self) -> None:
+        """
+        Each field of a request is written, escaped like the combined format.
+        """
+        record = evolve(
+            RECORD,
+            target="/a b?x=1",
+            referer='say "hi"',
+            requestId="abc-123",
+            retryReasons=("connection refused",),
+            attempts=2,
+        )
+        self.assertEqual(
+            self.line(
+                "{client_ip} {method} {target} {path} {query} {version} {status}"
+                " {bytes} {duration_ms} {frontend} {pool} {backend} {attempts}"
+                " {referer} {user_agent} {request_id} {retries}",
+                record,
+            ),
+            '127.0.0.1 GET /a b?x=1 /a b x=1 HTTP/1.1 200 27 1.250 web app'
+            ' 127.0.0.1:9001 2 say \\"hi\\" curl/8 abc-123 connection refused\n',
+        )
+
+    def test_times(self) -> None:
+        """
+        C{time} is ISO 8601 UTC, C{time_local} as in the combined format,
+        C{timestamp} seconds since the epoch.
+        """
+        self.assertEqual(
+            self.line("{time}|{time_local}|{timestamp}"),
+            "2026-11-24T15:32:55.500Z|24/Nov/2026:15:32:55 +0000|1795534375.500\n",
+        )
+
+    def test_missingValuesAreDashes(self) -> None:
+        """
+        A field without a value (no backend, no query, no request ID) is
+        C{-}, and so is a TCP-only field of a request.
+        """
+        self.assertEqual(
+            self.line(
+                "{backend} {query} {request_id} {outcome}",
+                evolve(RECORD, backend=None),
+            ),
+            "- - - -\n",
+        )
+
+    def test_connection(self) -> None:
+        """
+        The same format string writes TCP-mode connections: their own fields,
+        the common ones, and C{-} for HTTP-only ones.
+        """
+        from tests.test_accesslog_tcp import RECORD as CONNECTION
+
+        lines: list[str] = []
+        AccessLog(
+            lines.append,
+            "{client_ip} {frontend} {backend} {status} {from_client} {to_client}"
+            " {outcome} {duration_ms}",
+        ).logConnection(CONNECTION)
+        self.assertEqual(
+            lines, ["127.0.0.1 pg 127.0.0.1:5432 - 123 456 closed 12.300\n"]
+        )
+
+    def test_literalBraces(self) -> None:
+        """
+        C{{{} and C{}}} are literal braces.
+        """
+        self.assertEqual(self.line("{{{status}}}"), "{200}\n")
+
+    def test_unknownField(self) -> None:
+        """
+        An unknown field is refused, naming it and the known ones.
+        """
+        error = self.assertRaises(ValueError, parseFormat, "{client_ip} {colour}")
+        self.assertIn('unknown field "{colour}"', str(error))
+        self.assertIn("client_ip, frontend", str(error))
+
+    def test_badFormatStrings(self) -> None:
+        """
+        An unmatched brace, a format spec, a positional field and a string
+        without fields are refused.
+        """
+        for fmt, expected in [
+            ("{status", "not a valid format string"),
+            ("{status:>5}", "format specs"),
+            ("{status!r}", "format specs"),
+            ("{}", 'unknown field "{}"'),
+            ("plain", "is not \"combined\", \"json\" or a format string"),
+        ]:
+            error = self.assertRaises(ValueError, parseFormat, fmt)
+            self.assertIn(expected, str(error), fmt)

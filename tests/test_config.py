@@ -31,6 +31,7 @@ from lbtwist.config import (
     PoolConfig,
     SettingsConfig,
     configFromOptions,
+    expandEnvironment,
     loadConfig,
     parseBackendSpec,
     parseConfig,
@@ -1105,6 +1106,35 @@ class ListenErrorTests(ConfigErrorAssertions):
             ]
         )
 
+    def test_addressesSuggestDescriptions(self) -> None:
+        """
+        A port or an address written the usual way is refused with the
+        endpoint description it means.
+        """
+        cases = [
+            ("8080", "tcp:8080"),
+            (":8080", "tcp:8080"),
+            ("*:8080", "tcp:8080"),
+            ("127.0.0.1:8080", "tcp:8080:interface=127.0.0.1"),
+            ("localhost:8080", "tcp:8080:interface=localhost"),
+            ("[::1]:8080", "tcp6:8080:interface=\\:\\:1"),
+        ]
+        self.assertErrors(
+            [
+                (
+                    changed("frontend", listen=description),
+                    f'frontend "web": listen "{description}" is not an endpoint '
+                    f'description; did you mean "{suggestion}"?',
+                )
+                for description, suggestion in cases
+            ]
+        )
+        e = self.assertRaises(ConfigError, configFromOptions, ["8080"], ["http://h:1"])
+        self.assertEqual(
+            str(e),
+            '--listen "8080" is not an endpoint description; did you mean "tcp:8080"?',
+        )
+
     def test_trustedProxies(self) -> None:
         """
         Trusted proxies must be IP addresses or networks.
@@ -1232,6 +1262,195 @@ class LoadConfigTests(SynchronousTestCase):
                 error = self.assertRaises(ConfigError, loadConfig, path)
                 self.assertEqual((error.source, error.message), (path, message))
                 self.assertEqual(str(error), f"{path}: {message}")
+
+
+class AccessLogFormatTests(SynchronousTestCase):
+    """
+    C{access_log_format} as a format string.
+    """
+
+    def parse(self, fmt: str) -> Config:
+        document = minimalDocument()
+        document["settings"] = {"access_log": "-", "access_log_format": fmt}
+        return parseConfig(document)
+
+    def test_formatString(self) -> None:
+        """
+        A format string with known fields is kept as written.
+        """
+        fmt = "{client_ip} {method} {path} {status} {{literal}} {duration_ms}"
+        self.assertEqual(self.parse(fmt).settings.access_log_format, fmt)
+
+    def test_unknownField(self) -> None:
+        """
+        An unknown field is an error naming the key and the field.
+        """
+        e = self.assertRaises(ConfigError, self.parse, "{client_ip} {colour}")
+        self.assertTrue(
+            str(e).startswith(
+                '[settings]: access_log_format has unknown field "{colour}" '
+                "(fields: time, "
+            ),
+            str(e),
+        )
+
+    def test_unmatchedBrace(self) -> None:
+        """
+        An unmatched brace is an error naming the key.
+        """
+        e = self.assertRaises(ConfigError, self.parse, "{status")
+        self.assertIn(
+            '[settings]: access_log_format "{status" is not a valid format string',
+            str(e),
+        )
+
+
+class EnvironmentTests(SynchronousTestCase):
+    """
+    C{${NAME}}, C{${NAME:-default}} and C{$$} in the string values of a file.
+    """
+
+    ENVIRON = {"HOST": "10.0.0.7", "EMPTY": "", "PORT": "8443"}
+
+    def test_expand(self) -> None:
+        """
+        A set variable is its value; a default is used when the variable is
+        unset or empty; C{$$} is one C{$}; a C{$} before anything else stays.
+        """
+        cases = [
+            ("http://${HOST}:9001", "http://10.0.0.7:9001"),
+            ("${PORT:-80}", "8443"),
+            ("${UNSET:-80}", "80"),
+            ("${EMPTY:-x}", "x"),
+            ("${EMPTY}", ""),
+            ("${UNSET:-}", ""),
+            ("a$$b", "a$b"),
+            ("$${HOST}", "${HOST}"),
+            ("$$$$", "$$"),
+            ("5$ or $HOST", "5$ or $HOST"),
+            ("${HOST}${PORT}", "10.0.0.78443"),
+        ]
+        for text, expected in cases:
+            self.assertEqual(expandEnvironment(text, self.ENVIRON), expected, text)
+
+    def parse(self, document: dict[str, Any], **environ: str) -> Config:
+        return parseConfig(document, environ=environ)
+
+    def test_values(self) -> None:
+        """
+        String values anywhere are expanded, in lists too, after TOML
+        parsing: TOML's own quoting is unaffected and keys are not expanded.
+        """
+        document = tomllib.loads(
+            """
+            [[frontend]]
+            name = "${FRONTEND:-web}"
+            listen = ["tcp:${PORT}:interface=127.0.0.1", 'tcp:${PORT2:-0}']
+            pool = "app"
+            [[pool]]
+            name = "app"
+            [pool.health]
+            path = "${HEALTH_PATH:-/}"
+            [[pool.backend]]
+            url = "http://${HOST}:9001"
+            name = "a$$b"
+            weight = 3
+            [settings]
+            access_log = "${LOGS}/access.log"
+            """
+        )
+        config = self.parse(document, PORT="8080", HOST="10.0.0.7", LOGS="/var/log")
+        self.assertEqual(config.frontends[0].name, "web")
+        self.assertEqual(
+            config.frontends[0].listen, ("tcp:8080:interface=127.0.0.1", "tcp:0")
+        )
+        self.assertEqual(config.pools[0].health.path, "/")
+        [backend] = config.pools[0].backends
+        self.assertEqual((backend.url, backend.name, backend.weight),
+                         ("http://10.0.0.7:9001", "a$b", 3))
+        self.assertEqual(config.settings.access_log, "/var/log/access.log")
+        document = minimalDocument()
+        document["pool"][0]["${KEY}"] = 1
+        e = self.assertRaises(ConfigError, self.parse, document, KEY="retries")
+        self.assertEqual(str(e), 'pool "app": unknown key "${KEY}"')
+
+    def test_unset(self) -> None:
+        """
+        An unset variable without a default is an error naming the section,
+        the key and the variable.
+        """
+        cases = [
+            (
+                changed("backend", url="http://${BACKEND_HOST}:9002"),
+                'pool "app" backend 2: url: environment variable BACKEND_HOST '
+                "is not set",
+            ),
+            (
+                changed("frontend", listen=["tcp:80", "tcp:${PORT}"]),
+                'frontend "web": listen: environment variable PORT is not set',
+            ),
+            (
+                changed("health", path="/${P}"),
+                'pool "app" health: path: environment variable P is not set',
+            ),
+            (
+                dict(minimalDocument(), admin={"token": "${TOKEN}"}),
+                "[admin]: token: environment variable TOKEN is not set",
+            ),
+            (
+                changed("pool", name="${POOL}"),
+                "pool 1: name: environment variable POOL is not set",
+            ),
+            (
+                changed("backend", url="http://${1X}"),
+                'pool "app" backend 2: url: "${1X}" is not an environment variable '
+                "reference: write ${NAME} or ${NAME:-default}, and $$ for a "
+                "literal $",
+            ),
+            (
+                changed("backend", url="http://${HOST"),
+                'pool "app" backend 2: url: "${HOST" is not an environment variable '
+                "reference: write ${NAME} or ${NAME:-default}, and $$ for a "
+                "literal $",
+            ),
+        ]
+        for document, message in cases:
+            e = self.assertRaises(ConfigError, self.parse, document)
+            self.assertEqual(str(e), message)
+
+    def test_expandedNameInLabels(self) -> None:
+        """
+        Errors in a section whose name comes from the environment name it
+        by its expanded name.
+        """
+        document = changed("pool", name="${POOL}")
+        document["frontend"][0]["pool"] = "shop"
+        document["pool"][0]["backend"][0]["url"] = "http://${NOPE}"
+        e = self.assertRaises(ConfigError, self.parse, document, POOL="shop")
+        self.assertEqual(
+            str(e),
+            'pool "shop" backend 1: url: environment variable NOPE is not set',
+        )
+
+    def test_loadConfigUsesEnvironment(self) -> None:
+        """
+        L{loadConfig} expands from the process environment by default, and
+        from the mapping it is given; its errors name the file.
+        """
+        path = self.mktemp()
+        Path(path).write_text(EXAMPLE.replace("127.0.0.1:9001", "${LBTWIST_TEST_HOST}"))
+        self.patch(os, "environ", {"LBTWIST_TEST_HOST": "192.0.2.1:80"})
+        self.assertEqual(loadConfig(path).pools[0].backends[0].host, "192.0.2.1")
+        self.assertEqual(
+            loadConfig(path, {"LBTWIST_TEST_HOST": "192.0.2.2"}).pools[0].backends[0].host,
+            "192.0.2.2",
+        )
+        e = self.assertRaises(ConfigError, loadConfig, path, {})
+        self.assertEqual(
+            str(e),
+            f'{path}: pool "app" backend 1: url: environment variable '
+            "LBTWIST_TEST_HOST is not set",
+        )
 
 
 class QuickFormTests(SynchronousTestCase):
@@ -1476,6 +1695,7 @@ class AdminAndSettingsTests(SynchronousTestCase):
             ConfigError, self.parse, '[settings]\naccess_log_format = "xml"\n'
         )
         self.assertIn("[settings]: access_log_format", str(e))
+        self.assertIn('"xml" is not "combined", "json" or a format string', str(e))
         e = self.assertRaises(ConfigError, self.parse, "[settings]\nacess_log = 1\n")
         self.assertIn('unknown key "acess_log"', str(e))
 

@@ -157,6 +157,16 @@ class MainTests(SynchronousTestCase):
             "python -m lbtwist: error: a command is required (check, simulate)",
         )
 
+    def test_version(self) -> None:
+        """
+        C{--version} prints lbtwist's version on stdout and returns 0.
+        """
+        from lbtwist import __version__
+
+        status, out, err = self.runMain("--version")
+        self.assertEqual((status, err), (0, ""))
+        self.assertTrue(out.startswith(f"lbtwist {__version__} (Twisted "), out)
+
     def test_help(self) -> None:
         """
         C{--help} prints the help on stdout and returns 0.

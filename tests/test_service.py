@@ -5,6 +5,7 @@ reloading a configuration in place, with a memory reactor.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +123,9 @@ class _RefusingReactor(MemoryReactorClock):
 
     def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
         if port in self.taken:
-            raise CannotListenError(interface, port, OSError("Address already in use"))
+            raise CannotListenError(
+                interface, port, OSError(errno.EADDRINUSE, "Address already in use")
+            )
         return super().listenTCP(port, factory, backlog, interface)
 
 
@@ -386,3 +389,116 @@ class ReloadFirstChecksTests(SynchronousTestCase):
         )
         self.assertEqual(lb.config.settings.grace_period, 10.0)
         self.assertEqual([b.name for b in lb.balancer.pools["app"].backends], ["b"])
+
+
+class StartupTests(SynchronousTestCase):
+    """
+    Starting a L{LoadBalancer}: listeners bind first, a failure is one
+    L{service.ListenError}, and the access log can be reopened.
+    """
+
+    def setUp(self) -> None:
+        self.path = self.mktemp() + ".toml"
+        self.reactor = _RefusingReactor()
+
+    def balancer(self, content: str) -> LoadBalancer:
+        Path(self.path).write_text(content)
+        return LoadBalancer(loadConfig(self.path), self.reactor)
+
+    def test_portInUse(self) -> None:
+        """
+        A frontend port in use raises L{service.ListenError} naming the
+        frontend, the endpoint as configured and the cause; the listeners
+        already bound are closed again and none is logged as listening.
+        """
+        content = text([("a", 9001)], listen="tcp:8080").replace(
+            'listen = "tcp:8080"', 'listen = ["tcp:8080", "tcp:8081:interface=127.0.0.1"]'
+        )
+        lb = self.balancer(content)
+        self.reactor.taken.add(8081)
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        error = self.assertRaises(service.ListenError, lb.privilegedStartService)
+        self.assertEqual(
+            str(error),
+            'frontend "web": cannot listen on tcp:8081:interface=127.0.0.1: '
+            "address already in use",
+        )
+        listeners = [s for s in lb if isinstance(s, FrontendListener)]
+        self.assertEqual([listener.port for listener in listeners], [None, None])
+        self.assertFalse(
+            [e for e in events if "listening on" in (formatEvent(e) or "")]
+        )
+
+    def test_adminPortInUse(self) -> None:
+        """
+        The admin listener's error names it as C{admin}.
+        """
+        lb = self.balancer(
+            text([("a", 9001)]) + '[admin]\nlisten = "tcp:8090:interface=127.0.0.1"\n'
+        )
+        self.reactor.taken.add(8090)
+        error = self.assertRaises(service.ListenError, lb.privilegedStartService)
+        self.assertEqual(
+            str(error),
+            "admin: cannot listen on tcp:8090:interface=127.0.0.1: "
+            "address already in use",
+        )
+
+    def test_listeningLoggedOnceAllBound(self) -> None:
+        """
+        Once every listener is bound, each is logged as listening.
+        """
+        lb = self.balancer(
+            text([("a", 9001)]) + '[admin]\nlisten = "tcp:8090:interface=127.0.0.1"\n'
+        )
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        lb.privilegedStartService()
+        self.addCleanup(lb.stopService)
+        self.assertEqual(
+            [formatEvent(e) for e in events if "listening on" in (formatEvent(e) or "")],
+            [
+                "frontend web listening on 0.0.0.0:8080",
+                "frontend admin listening on 0.0.0.0:8090",
+            ],
+        )
+
+    def test_reopenLogs(self) -> None:
+        """
+        L{LoadBalancer.reopenLogs} makes the access log's next lines go to a
+        new file once the old one was moved away; when the path cannot be
+        opened, it logs why and the old file goes on.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        log = directory / "access.log"
+        lb = self.balancer(
+            text([("a", 9001)]) + f'[settings]\naccess_log = "{log}"\n'
+            'access_log_format = "{status}"\n'
+        )
+        record = lb._accessLog
+        assert record is not None
+        self.addCleanup(record.close)
+        from tests.test_accesslog import RECORD
+
+        record.log(RECORD)
+        log.rename(directory / "access.log.1")
+        lb.reopenLogs()
+        record.log(RECORD)
+        self.assertEqual((directory / "access.log.1").read_text(), "200\n")
+        self.assertEqual(log.read_text(), "200\n")
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        log.unlink()
+        directory.chmod(0o500)
+        self.addCleanup(directory.chmod, 0o700)
+        lb.reopenLogs()
+        record.log(RECORD)
+        if (directory / "access.log").exists():  # root ignores permissions
+            return
+        [error] = [e for e in events if e["log_level"] is LogLevel.error]
+        self.assertIn("cannot reopen the access log", formatEvent(error) or "")

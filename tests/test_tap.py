@@ -6,9 +6,11 @@ tree, plugin discovery and a real C{twistd} refusing a bad file.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from twisted.application.service import IServiceMaker
 from twisted.internet.testing import MemoryReactorClock
@@ -131,6 +133,87 @@ class OptionsTests(SynchronousTestCase):
         )
 
 
+class TwistdOptionsTests(SynchronousTestCase):
+    """
+    The options as twistd parses them: as its C{lbtwist} subcommand.
+    """
+
+    def parseUnderTwistd(self, *arguments: str) -> tuple[int | str | None, str, str]:
+        """
+        Parse C{twistd lbtwist ARGUMENTS} as twistd does, capturing standard
+        output and error.
+
+        @return: The exit code, standard output and standard error.
+        """
+        from io import StringIO
+
+        from twisted.scripts.twistd import ServerOptions
+
+        out, err = StringIO(), StringIO()
+        self.patch(sys, "stdout", out)
+        self.patch(sys, "stderr", err)
+        exit = self.assertRaises(
+            SystemExit, ServerOptions().parseOptions, ["lbtwist", *arguments]
+        )
+        return exit.code, out.getvalue(), err.getvalue()
+
+    def test_badOptionIsOneLine(self) -> None:
+        """
+        Under twistd an unknown option is one line on standard error and
+        exit status 1, without the usage text.
+        """
+        self.assertEqual(
+            self.parseUnderTwistd("--bogus"),
+            (
+                1,
+                "",
+                "twistd lbtwist: error: option --bogus not recognized "
+                "(see twistd lbtwist --help)\n",
+            ),
+        )
+
+    def test_badConfigurationIsOneLine(self) -> None:
+        """
+        Under twistd a bad configuration is one line naming the file and key.
+        """
+        path = self.mktemp()
+        Path(path).write_text(BAD)
+        code, out, err = self.parseUnderTwistd("--config", path)
+        self.assertEqual((code, out), (1, ""))
+        self.assertEqual(
+            err,
+            f'twistd lbtwist: error: {path}: pool "app" backend 2: weight must be '
+            "a positive integer (see twistd lbtwist --help)\n",
+        )
+
+    def test_listenSuggestion(self) -> None:
+        """
+        C{--listen 8080} suggests C{tcp:8080}.
+        """
+        code, out, err = self.parseUnderTwistd(
+            "--listen", "8080", "--backend", "http://127.0.0.1:9001"
+        )
+        self.assertEqual(code, 1)
+        self.assertIn('did you mean "tcp:8080"?', err)
+        self.assertEqual(len(err.splitlines()), 1)
+
+    def test_version(self) -> None:
+        """
+        C{--version} prints lbtwist's version and exits 0.
+        """
+        from lbtwist import __version__
+
+        code, out, err = self.parseUnderTwistd("--version")
+        self.assertEqual((code, err), (0, ""))
+        self.assertTrue(out.startswith(f"lbtwist {__version__} (Twisted "), out)
+
+    def test_outsideTwistdRaises(self) -> None:
+        """
+        Parsed on their own, bad options raise L{UsageError} as usual.
+        """
+        self.assertRaises(UsageError, Options().parseOptions, ["--bogus"])
+
+
 class ServiceTreeTests(SynchronousTestCase):
     """
     The service tree built from a configuration.
@@ -157,6 +240,47 @@ class ServiceTreeTests(SynchronousTestCase):
         self.assertEqual(len(reactor.tcpServers), 2)
         self.assertEqual(sorted(c[1] for c in reactor.tcpClients), [9001, 9002])
         root.stopService()
+
+
+    def test_tapExitsOnListenError(self) -> None:
+        """
+        The service the plugin gives twistd holds the load balancer; a
+        listener that cannot listen is logged as one critical line and
+        twistd exits with status 1.
+        """
+        from twisted.application.service import Service
+        from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+        from lbtwist.service import ListenError, LoadBalancer
+        from lbtwist.tap import OneLineStartFailure, makeService as tapService
+
+        options = Options()
+        path = self.mktemp()
+        Path(path).write_text(GOOD)
+        options.parseOptions(["--config", path])
+        self.patch(signal, "signal", lambda *args: None)
+        top = tapService(options)
+        self.assertIsInstance(top, OneLineStartFailure)
+        self.assertEqual([type(s) for s in top], [LoadBalancer])
+
+        class Refusing(Service):
+            def privilegedStartService(self) -> None:
+                raise ListenError(
+                    'frontend "web": cannot listen on tcp:80: permission denied'
+                )
+
+        top = OneLineStartFailure()
+        Refusing().setServiceParent(top)
+        events: list[Any] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        exit = self.assertRaises(SystemExit, top.privilegedStartService)
+        self.assertEqual(exit.code, 1)
+        [critical] = [e for e in events if e["log_level"] is LogLevel.critical]
+        self.assertEqual(
+            formatEvent(critical),
+            'frontend "web": cannot listen on tcp:80: permission denied',
+        )
 
 
 class PluginTests(SynchronousTestCase):
