@@ -181,9 +181,13 @@ class HTTPFrontend(Factory):
         retryReasons: tuple[str, ...],
         status: int,
         sentBytes: int,
+        strategy: str | None = None,
+        choice: str | None = None,
     ) -> None:
         """
         Count a finished request and write its access log line.
+
+        @see: L{lbtwist.web.RequestRecorder}
         """
         self.stats.recordResponse(status)
         if self.accessLog is None:
@@ -216,6 +220,8 @@ class HTTPFrontend(Factory):
                 referer=referer,
                 userAgent=userAgent,
                 requestId=requestId,
+                strategy=strategy,
+                choice=choice,
             )
         )
 

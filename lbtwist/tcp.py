@@ -503,6 +503,8 @@ class _ClientConnection(Protocol):
                 toClient=self._toClient,
                 duration=now - self._opened,
                 outcome=self._outcome or "closed",
+                strategy=self._pool.config.strategy,
+                choice=self._attempts.choices[-1] if self._attempts.choices else None,
             )
         )
 

@@ -96,12 +96,16 @@ class RequestRecorder(Protocol):
         retryReasons: tuple[str, ...],
         status: int,
         sentBytes: int,
+        strategy: str | None = None,
+        choice: str | None = None,
     ) -> None:
         """
         @param request: The request.
         @param backend: The name of the backend that answered last, if any.
         @param attempts: How many backends were tried.
         @param retryReasons: Why each retry was made, or not made.
+        @param strategy: The pool's strategy.
+        @param choice: Why the last backend tried was chosen.
         @param status: The status sent (0 if none was).
         @param sentBytes: The bytes sent to the client.
         """
@@ -624,6 +628,8 @@ class _Forward:
             tuple(attempts.retryReasons),
             status,
             sentBytes,
+            self._proxy.config.strategy,
+            attempts.choices[-1] if attempts.choices else None,
         )
 
 

@@ -191,6 +191,7 @@ class FormatJSONTests(SynchronousTestCase):
             '"method":"GET","target":"/p","status":200,"bytes":27,'
             '"duration_ms":1.25,"frontend":"web","pool":"app",'
             '"backend":"127.0.0.1:9001","attempts":1,"retry_reasons":[],'
+            '"strategy":null,"choice":null,'
             '"referer":null,"user_agent":"curl/8"}',
         )
 
@@ -527,3 +528,62 @@ class FormatStringTests(SynchronousTestCase):
         ]:
             error = self.assertRaises(ValueError, parseFormat, fmt)
             self.assertIn(expected, str(error), fmt)
+
+
+class RoutingFieldsTests(SynchronousTestCase):
+    """
+    Every format says the strategy, why the backend was chosen, and why
+    each retry was made.
+    """
+
+    routed = evolve(
+        RECORD,
+        strategy="random-two",
+        choice="p2c: app-2 (2 in flight) over app-1 (5 in flight)",
+        retryReasons=("app-3: connection refused",),
+        attempts=2,
+    )
+
+    def test_combined(self) -> None:
+        """
+        The combined format ends with C{strategy=}, a quoted C{choice} and
+        the quoted retries.
+        """
+        self.assertTrue(
+            formatCombined(self.routed).endswith(
+                ' attempts=2 duration_ms=1.250 strategy=random-two choice="p2c: '
+                'app-2 (2 in flight) over app-1 (5 in flight)" retries="app-3: '
+                'connection refused"'
+            )
+        )
+
+    def test_json(self) -> None:
+        """
+        JSON has the keys C{strategy} and C{choice}.
+        """
+        parsed = json.loads(formatJSON(self.routed))
+        self.assertEqual(
+            (parsed["strategy"], parsed["choice"], parsed["retry_reasons"]),
+            (
+                "random-two",
+                "p2c: app-2 (2 in flight) over app-1 (5 in flight)",
+                ["app-3: connection refused"],
+            ),
+        )
+
+    def test_formatString(self) -> None:
+        """
+        A format string may name C{strategy} and C{choice}; without them a
+        record gives C{-}.
+        """
+        lines: list[str] = []
+        log = AccessLog(lines.append, "{strategy} [{choice}]")
+        log.log(self.routed)
+        log.log(RECORD)
+        self.assertEqual(
+            lines,
+            [
+                "random-two [p2c: app-2 (2 in flight) over app-1 (5 in flight)]\n",
+                "- [-]\n",
+            ],
+        )
