@@ -38,7 +38,7 @@ import json
 import os
 import re
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -90,6 +90,8 @@ class AccessRecord:
     @ivar strategy: The pool's strategy, e.g. C{"random-two"}.
     @ivar choice: Why the last backend tried was chosen, e.g. C{"p2c: app-2
         (2 in flight) over app-1 (5 in flight)"}, or L{None} if none was.
+    @ivar headers: The request header fields C{access_log_headers} names,
+        as sent (the JSON format's C{headers} object).
     """
 
     timestamp: float
@@ -110,6 +112,7 @@ class AccessRecord:
     requestId: str | None = None
     strategy: str | None = None
     choice: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 _UNSAFE = re.compile(r'[^\x20-\x7e]|["\\]')
@@ -231,6 +234,7 @@ def formatJSON(record: AccessRecord) -> str:
             "retry_reasons": list(record.retryReasons),
             "strategy": record.strategy,
             "choice": record.choice,
+            **({"headers": dict(record.headers)} if record.headers else {}),
             "referer": record.referer,
             "user_agent": record.userAgent,
         },
@@ -536,16 +540,20 @@ class AccessLog:
         *,
         close: Callable[[], object] = lambda: None,
         reopen: Callable[[], object] = lambda: None,
+        headers: Sequence[str] = (),
     ) -> None:
         """
         @param write: Called with each line, line break included.
         @param fmt: C{"combined"}, C{"json"} or a format string.
+        @param headers: Request header fields the JSON format records
+            (C{access_log_headers}), e.g. for the simulator's C{--replay}.
         @param close: Called by L{AccessLog.close}, e.g. to close the file.
         @param reopen: Called by L{AccessLog.reopen}, e.g. to open the file
             again.
         @raise ValueError: If C{fmt} is not a known format.
         """
         self._write = write
+        self.headers = tuple(name.lower().encode("ascii") for name in headers)
         self._format, self._formatConnection = _formatters(fmt)
         self._close = close
         self._reopen = reopen
@@ -663,7 +671,9 @@ class _StandardOutput:
                 )
 
 
-def openAccessLog(path: str, fmt: str, stdout: int = 1) -> AccessLog:
+def openAccessLog(
+    path: str, fmt: str, stdout: int = 1, headers: Sequence[str] = ()
+) -> AccessLog:
     """
     Open the access log named in the configuration.
 
@@ -671,13 +681,16 @@ def openAccessLog(path: str, fmt: str, stdout: int = 1) -> AccessLog:
         prefix), or a file to append to (line buffered, UTF-8).
     @param fmt: C{"combined"}, C{"json"} or a format string.
     @param stdout: The file descriptor of standard output.
+    @param headers: Request header fields the JSON format records.
     @return: The log; L{AccessLog.close} closes its file and
         L{AccessLog.reopen} opens it again.
     @raise ValueError: If C{fmt} is not a known format.
     @raise OSError: If the file cannot be opened.
     """
     if path == "-":
-        return AccessLog(_StandardOutput(stdout).write, fmt)
+        return AccessLog(_StandardOutput(stdout).write, fmt, headers=headers)
     _formatters(fmt)  # Refuse an unknown format before creating the file.
     file = _AppendedFile(path)
-    return AccessLog(file.write, fmt, close=file.close, reopen=file.reopen)
+    return AccessLog(
+        file.write, fmt, close=file.close, reopen=file.reopen, headers=headers
+    )

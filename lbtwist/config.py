@@ -328,7 +328,9 @@ class SettingsConfig:
 
     @ivar access_log: A path, C{"-"} for standard output, or L{None} for no
         access log.
-    @ivar access_log_format: C{"combined"} or C{"json"}.
+    @ivar access_log_format: C{"combined"}, C{"json"} or a format string.
+    @ivar access_log_headers: Request header fields the JSON format records
+        in its C{headers} object.
     @ivar state_file: Where runtime changes (drain, disable, weight) are kept;
         L{None} to keep them in memory only.
     @ivar grace_period: Seconds in-flight requests and tunnels get to finish
@@ -342,6 +344,7 @@ class SettingsConfig:
     state_file: str | None = None
     grace_period: float = 10.0
     secret: str | None = None
+    access_log_headers: tuple[str, ...] = ()
 
 
 @frozen
@@ -664,6 +667,15 @@ def _parseSettings(table: Mapping[str, object], source: str) -> SettingsConfig:
     return SettingsConfig(**values)
 
 
+def _headerName(text: str) -> str:
+    """
+    Check a header field name: a token.
+    """
+    if not _TOKEN.fullmatch(text):
+        raise _Invalid(f'"{text}" is not a header name')
+    return text
+
+
 def _network(text: str) -> str:
     try:
         return str(ipaddress.ip_network(text, strict=False))
@@ -844,6 +856,7 @@ def _accessLogFormat(value: object) -> str:
 _SETTINGS = {
     "access_log": _string,
     "access_log_format": _accessLogFormat,
+    "access_log_headers": _listOf(_headerName, allowEmpty=True),
     "state_file": _string,
     "secret": lambda value: _secret(_string(value)),
     "grace_period": _seconds(allowZero=True),

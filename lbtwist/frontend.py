@@ -193,8 +193,12 @@ class HTTPFrontend(Factory):
         if self.accessLog is None:
             return
         referer = userAgent = requestId = None
+        wanted = self.accessLog.headers
+        recorded: list[tuple[str, str]] = []
         for name, value in request.headers:
             lowered = name.lower()
+            if lowered in wanted:
+                recorded.append((name.decode("latin-1"), value.decode("latin-1")))
             if lowered == b"referer" and referer is None:
                 referer = value.decode("latin-1")
             elif lowered == b"user-agent" and userAgent is None:
@@ -222,6 +226,7 @@ class HTTPFrontend(Factory):
                 requestId=requestId,
                 strategy=strategy,
                 choice=choice,
+                headers=tuple(recorded),
             )
         )
 

@@ -406,7 +406,11 @@ class LoadBalancer(MultiService):
             self._accessLog = (
                 None
                 if settings.access_log is None
-                else openAccessLog(settings.access_log, settings.access_log_format)
+                else openAccessLog(
+                    settings.access_log,
+                    settings.access_log_format,
+                    headers=settings.access_log_headers,
+                )
             )
         except OSError as e:
             raise StartupError(

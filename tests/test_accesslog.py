@@ -587,3 +587,27 @@ class RoutingFieldsTests(SynchronousTestCase):
                 "- [-]\n",
             ],
         )
+
+
+class RecordedHeadersTests(SynchronousTestCase):
+    """
+    C{access_log_headers}: the JSON format records the named request
+    headers.
+    """
+
+    def test_jsonHeaders(self) -> None:
+        """
+        A record with headers has a C{headers} object; one without has no
+        such key.
+        """
+        record = evolve(RECORD, headers=(("X-User", "ann"),))
+        self.assertEqual(json.loads(formatJSON(record))["headers"], {"X-User": "ann"})
+        self.assertNotIn("headers", json.loads(formatJSON(RECORD)))
+
+    def test_namesLowered(self) -> None:
+        """
+        The log keeps the names it records in lower case, to match any
+        spelling.
+        """
+        log = AccessLog(lambda line: None, "json", headers=["X-User"])
+        self.assertEqual(log.headers, (b"x-user",))

@@ -2124,3 +2124,77 @@ class StrategySettingsTests(ConfigErrorAssertions):
                 )
             ]
         )
+
+
+class StickinessAndSlowStartTests(ConfigErrorAssertions):
+    """
+    C{sticky_cookie}, C{slow_start}, C{[settings] secret} and
+    C{access_log_headers}.
+    """
+
+    def test_accepted(self) -> None:
+        """
+        The keys are read into the pool and the settings.
+        """
+        document = changed("pool", sticky_cookie="lb", slow_start=30.0)
+        document["settings"] = {
+            "secret": "0123456789abcdef",
+            "access_log_headers": ["X-User", "X-Tenant"],
+        }
+        config = parseConfig(document)
+        self.assertEqual(
+            (config.pools[0].sticky_cookie, config.pools[0].slow_start), ("lb", 30.0)
+        )
+        self.assertEqual(config.settings.secret, "0123456789abcdef")
+        self.assertEqual(config.settings.access_log_headers, ("X-User", "X-Tenant"))
+
+    def test_defaults(self) -> None:
+        """
+        No stickiness, no slow start, no secret, no recorded headers.
+        """
+        config = parseConfig(minimalDocument())
+        self.assertEqual(
+            (config.pools[0].sticky_cookie, config.pools[0].slow_start), (None, 0.0)
+        )
+        self.assertIsNone(config.settings.secret)
+        self.assertEqual(config.settings.access_log_headers, ())
+
+    def test_errors(self) -> None:
+        """
+        A cookie name or header name that is not a token, a short secret, a
+        negative slow start and a sticky TCP pool are refused.
+        """
+        short = minimalDocument()
+        short["settings"] = {"secret": "short"}
+        header = minimalDocument()
+        header["settings"] = {"access_log_headers": ["X User"]}
+        tcp = {
+            "frontend": [
+                {"name": "pg", "listen": "tcp:5432", "pool": "db", "mode": "tcp"}
+            ],
+            "pool": [
+                {
+                    "name": "db",
+                    "sticky_cookie": "lb",
+                    "backend": [{"url": "tcp://127.0.0.1:5433"}],
+                }
+            ],
+        }
+        self.assertErrors(
+            [
+                (
+                    changed("pool", sticky_cookie="l b"),
+                    'pool "app": sticky_cookie "l b" is not a valid cookie name',
+                ),
+                (
+                    changed("pool", slow_start=-1.0),
+                    'pool "app": slow_start must be a number >= 0',
+                ),
+                (short, "[settings]: secret must be at least 16 characters"),
+                (
+                    header,
+                    '[settings]: access_log_headers "X User" is not a header name',
+                ),
+                (tcp, 'pool "db": sticky_cookie needs http:// backends'),
+            ]
+        )
