@@ -524,7 +524,13 @@ def simulatePool(
         hitFailing=hitFailing,
         moved=moved,
         timeline=tuple(
-            (backend.name, _perSecond(simulated[id(backend)].timeline))
+            (
+                backend.name,
+                _perSecond(
+                    simulated[id(backend)].timeline,
+                    int(arrivals[-1].at) if arrivals else 0,
+                ),
+            )
             for backend in pool.backends
         ),
     )
@@ -545,18 +551,21 @@ def _advanceTo(clock: Clock, when: float) -> None:
 
 
 def _perSecond(
-    samples: Sequence[tuple[float, int, float]]
+    samples: Sequence[tuple[float, int, float]], seconds: int
 ) -> tuple[tuple[float, int, float], ...]:
     """
-    @return: C{(second, requests, mean latency)} for each second of a
-        backend's requests.
+    @param samples: A backend's requests: C{(arrival, 1, latency)}.
+    @param seconds: How many seconds the run lasted.
+    @return: C{(second, requests, mean latency)} for every second of the
+        run; a second without requests has a mean latency of NaN (a gap in
+        a plot).
     """
-    buckets: dict[int, list[float]] = {}
+    buckets: list[list[float]] = [[] for _ in range(seconds + 1)]
     for at, _, latency in samples:
-        buckets.setdefault(int(at), []).append(latency)
+        buckets[min(int(at), seconds)].append(latency)
     return tuple(
-        (float(second), len(values), sum(values) / len(values))
-        for second, values in sorted(buckets.items())
+        (float(second), len(values), sum(values) / len(values) if values else math.nan)
+        for second, values in enumerate(buckets)
     )
 
 
@@ -665,6 +674,8 @@ def plot(outcomes: Sequence[Outcome], path: str) -> None:
             latency.plot(seconds, [mean * 1000 for _, _, mean in samples], label=name)
         load.set_title(f"{outcome.pool}: {outcome.strategy}: requests/s")
         latency.set_title(f"{outcome.pool}: {outcome.strategy}: mean latency (ms)")
+        load.set_xlabel("seconds")
+        latency.set_xlabel("seconds")
         load.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(path)

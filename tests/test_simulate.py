@@ -434,3 +434,42 @@ class CommandTests(SynchronousTestCase):
             "python -m lbtwist simulate: error: --plot needs matplotlib: "
             "pip install 'lbtwist[plot]'\n",
         )
+
+
+class ReadmeRunTests(SynchronousTestCase):
+    """
+    The simulator run the README shows ("Choosing a strategy") prints
+    exactly what the README says it prints.
+    """
+
+    def test_readmeRun(self) -> None:
+        """
+        Running the README's command (without C{--plot}) gives the README's
+        report, byte for byte.
+        """
+        readme = (PROJECT_ROOT / "README.rst").read_text()
+        section = readme[readme.index("Choosing a strategy\n") :]
+        command = section[section.index("    python -m lbtwist simulate") :]
+        command = command[: command.index("\n\n")]
+        argv = command.replace("\\\n", " ").split()
+        self.assertEqual(argv[:4], ["python", "-m", "lbtwist", "simulate"])
+        plot = argv.index("--plot")
+        argv = argv[:plot] + argv[plot + 2 :]
+        argv[0] = sys.executable
+        argv[4] = str(PROJECT_ROOT / argv[4])
+        block = section[section.index(".. code-block:: text\n\n") :].split("\n")[2:]
+        expected = []
+        for line in block:
+            if line and not line.startswith("    "):
+                break
+            expected.append(line[4:])
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)),
+            timeout=300,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(
+            result.stdout.decode(), "\n".join(expected).rstrip("\n") + "\n"
+        )
