@@ -246,10 +246,7 @@ class Attempts:
         _log.info(
             "retrying {what} after {label}: {reason}",
             what=self._what,
-            label=backend.label,
-            pool=backend.pool,
-            backend=backend.name,
-            address=backend.address,
+            **backend.logFields,
             reason=failure.reason,
         )
         return True

@@ -190,6 +190,19 @@ class Backend:
     """
 
     @property
+    def logFields(self) -> dict[str, str]:
+        """
+        The fields a log event about this backend carries: C{label} (see
+        L{label}), C{pool}, C{backend} (the name) and C{address}.
+        """
+        return {
+            "label": self.label,
+            "pool": self.pool,
+            "backend": self.name,
+            "address": self.address,
+        }
+
+    @property
     def effectiveWeight(self) -> float:
         """
         The weight the strategies use: L{weight}, scaled down by L{ramp}
@@ -542,10 +555,7 @@ def logFailedCheck(backend: Backend, now: float, log: Logger = _log) -> None:
     log.warn(
         "backend {label} is down: health check failed: {detail} "
         "({failures} failed in a row)",
-        label=backend.label,
-        pool=backend.pool,
-        backend=backend.name,
-        address=backend.address,
+        **backend.logFields,
         detail=backend.lastCheckDetail,
         failures=backend.failedChecks,
     )

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from typing import Sequence
 
-__all__ = ["DEFAULT_TABLE_SIZE", "isPrime", "keyHash", "MaglevTable"]
+__all__ = ["DEFAULT_TABLE_SIZE", "isPrime", "keyHash", "tableSize", "MaglevTable"]
 
 DEFAULT_TABLE_SIZE = 65537
 """
@@ -45,6 +45,22 @@ def isPrime(number: int) -> bool:
             return False
         divisor += 2
     return True
+
+
+def tableSize(backends: int, totalWeight: int, minimum: int = DEFAULT_TABLE_SIZE) -> int:
+    """
+    The size of the table for a pool: C{minimum}, or the smallest prime at
+    least 100 times the number of backends (the paper's advice) and larger
+    than their total weight, if that is larger.
+
+    @param backends: How many backends the table holds.
+    @param totalWeight: Their total weight.
+    @param minimum: A prime, the smallest size to use.
+    """
+    size = max(minimum, 100 * backends, totalWeight + 1)
+    while not isPrime(size):
+        size += 1
+    return size
 
 
 def keyHash(key: bytes, salt: bytes = b"") -> int:

@@ -38,7 +38,7 @@ from lbtwist.backend import Backend, BackendState
 from lbtwist.config import STRATEGY_NAMES, Config, PoolConfig
 from lbtwist.failures import UpstreamFailure
 from lbtwist.hashkey import keyReader
-from lbtwist.maglev import DEFAULT_TABLE_SIZE, MaglevTable
+from lbtwist.maglev import MaglevTable, tableSize
 from lbtwist.pool import BackendPool
 from lbtwist.strategies import Choice
 
@@ -581,15 +581,16 @@ def _keysMoved(
     keys = sorted({key for key in map(read, arrivals) if key is not None})
     names = [backend.name for backend in backends]
     weights = [backend.weight for backend in backends]
-    size = DEFAULT_TABLE_SIZE
-    full = MaglevTable(names, weights, size)
+
+    def table(names: list[str], weights: list[int]) -> MaglevTable:
+        return MaglevTable(names, weights, tableSize(len(names), sum(weights)))
+
+    full = table(names, weights)
     if not keys:
         return (0.0, 0.0)
-    fewer = (
-        MaglevTable(names[:-1], weights[:-1], size) if len(names) > 1 else full
-    )
+    fewer = table(names[:-1], weights[:-1]) if len(names) > 1 else full
     extra = "+".join(names) + "+new"
-    more = MaglevTable(names + [extra], weights + [1], size)
+    more = table(names + [extra], weights + [1])
     before = [full.lookup(key) for key in keys]
     removed = sum(old != fewer.lookup(key) for old, key in zip(before, keys))
     added = sum(old != more.lookup(key) for old, key in zip(before, keys))

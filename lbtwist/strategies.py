@@ -20,7 +20,7 @@ from zope.interface import Attribute, Interface, implementer
 
 from lbtwist.backend import Backend
 from lbtwist.config import PoolConfig
-from lbtwist.maglev import DEFAULT_TABLE_SIZE, MaglevTable
+from lbtwist.maglev import DEFAULT_TABLE_SIZE, MaglevTable, tableSize
 
 __all__ = [
     "IStrategy",
@@ -352,6 +352,39 @@ def _describeLoad(backend: Backend) -> str:
     return f"{backend.name} ({backend.active} in flight{described})"
 
 
+def _twoChoices(
+    random: Random,
+    backends: Sequence[Backend],
+    eligible: Callable[[Backend], bool],
+    label: str,
+    better: Callable[[Backend, Backend], bool],
+    describe: Callable[[Backend], str],
+) -> Choice | None:
+    """
+    The power of two choices: draw two distinct eligible backends at random
+    and take the better one.
+
+    @param random: The source of randomness.
+    @param backends: The pool's backends.
+    @param eligible: Says whether a backend may be chosen now.
+    @param label: How the explanation names the strategy.
+    @param better: Whether its first argument is better than its second.
+    @param describe: What the explanation says of each backend drawn.
+    @return: The better backend, explained as C{"<label>: <better> over
+        <other>"}; the only eligible one without a draw; L{None} if none is
+        eligible.
+    """
+    candidates = [backend for backend in backends if eligible(backend)]
+    if not candidates:
+        return None
+    if len(candidates) == 1:
+        return Choice(candidates[0], f"{label}: {candidates[0].name}, the only one")
+    first, second = random.sample(candidates, 2)
+    if better(second, first):
+        first, second = second, first
+    return Choice(first, f"{label}: {describe(first)} over {describe(second)}")
+
+
 @implementer(IStrategy)
 class RandomTwo(_Choosing):
     """
@@ -381,16 +414,8 @@ class RandomTwo(_Choosing):
 
         @see: L{IStrategy.choose}
         """
-        candidates = [backend for backend in backends if eligible(backend)]
-        if not candidates:
-            return None
-        if len(candidates) == 1:
-            return Choice(candidates[0], f"p2c: {candidates[0].name}, the only one")
-        first, second = self._random.sample(candidates, 2)
-        if _lighter(second, first):
-            first, second = second, first
-        return Choice(
-            first, f"p2c: {_describeLoad(first)} over {_describeLoad(second)}"
+        return _twoChoices(
+            self._random, backends, eligible, "p2c", _lighter, _describeLoad
         )
 
 
@@ -423,7 +448,8 @@ class ConsistentHash(_Choosing):
         @param random: For requests without a key (see L{RandomTwo}).
         @param balanceFactor: The bound as a percentage of the average load,
             at least 100; 0 turns bounding off.
-        @param tableSize: The Maglev table's size, a prime.
+        @param tableSize: The Maglev table's smallest size, a prime; it grows
+            to a prime of at least 100 slots per backend for larger pools.
         """
         if balanceFactor and balanceFactor < 100:
             raise ValueError("balanceFactor must be 0 or at least 100")
@@ -440,10 +466,11 @@ class ConsistentHash(_Choosing):
         """
         members = tuple((backend.name, backend.weight) for backend in backends)
         if self._table is None or members != self._builtFor:
+            weights = [weight for _, weight in members]
             self._table = MaglevTable(
                 [name for name, _ in members],
-                [weight for _, weight in members],
-                self._tableSize,
+                weights,
+                tableSize(len(members), sum(weights), self._tableSize),
             )
             self._builtFor = members
         return self._table
@@ -614,18 +641,13 @@ class PeakEWMA(_Choosing):
 
         @see: L{IStrategy.choose}
         """
-        candidates = [backend for backend in backends if eligible(backend)]
-        if not candidates:
-            return None
-        if len(candidates) == 1:
-            only = candidates[0]
-            return Choice(only, f"peak-ewma: {only.name}, the only one")
-        first, second = self._random.sample(candidates, 2)
-        if self.cost(second) < self.cost(first):
-            first, second = second, first
-        return Choice(
-            first,
-            f"peak-ewma: {self._describe(first)} over {self._describe(second)}",
+        return _twoChoices(
+            self._random,
+            backends,
+            eligible,
+            "peak-ewma",
+            lambda a, b: self.cost(a) < self.cost(b),
+            self._describe,
         )
 
     def _describe(self, backend: Backend) -> str:

@@ -253,10 +253,7 @@ class _ClientConnection(Protocol):
                 "{label}; cancelling",
                 frontend=self._factory.frontend.name,
                 client=_host(self._source),
-                label=backend.label,
-                pool=backend.pool,
-                backend=backend.name,
-                address=backend.address,
+                **backend.logFields,
             )
             pending.cancel()
         self._record()
@@ -441,12 +438,9 @@ class _ClientConnection(Protocol):
                 "{frontend}: closed idle connection from {client} to {label} "
                 "after {timeout} seconds without traffic",
                 frontend=self._factory.frontend.name,
-                pool=self._pool.name,
                 client=_host(self._source),
-                label=backend.label,
-                backend=backend.name,
-                address=backend.address,
                 timeout=self._pool.config.idle_timeout,
+                **backend.logFields,
             )
         self._record()
 

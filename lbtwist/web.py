@@ -507,12 +507,9 @@ class _Forward:
             _log.info(
                 "response from {label} to {what} was cut short ({reason}); "
                 "aborting the client connection",
-                label=lease.backend.label,
-                pool=lease.backend.pool,
-                backend=lease.backend.name,
-                address=lease.backend.address,
                 what=self._attempts,
                 reason=failure.reason,
+                **lease.backend.logFields,
             )
             self._request.abort()
         except Exception:

@@ -109,6 +109,24 @@ def explain(lb: Lbtwist, query: str = "") -> Any:
         return json.load(response)
 
 
+def accessLogRecords(path: str, count: int, timeout: float = 5.0) -> list[Any]:
+    """
+    Wait until a JSON access log has C{count} records (or C{timeout}
+    seconds have passed).
+
+    @return: The records read.
+    """
+    deadline = time.monotonic() + timeout
+    records: list[Any] = []
+    while time.monotonic() < deadline:
+        with open(path) as log:
+            records = [json.loads(line) for line in log if line.strip()]
+        if len(records) >= count:
+            break
+        time.sleep(0.05)
+    return records
+
+
 class StickyCookieTests(SynchronousTestCase):
     """
     C{sticky_cookie}: a client stays on the backend that first served it.
@@ -289,13 +307,7 @@ class ExplainTests(SynchronousTestCase):
             explained,
             [f"round robin: b{i}" for i in (1, 2, 3, 1, 2, 3)],
         )
-        path = f"{lb.directory}/access.log"
-        deadline = time.monotonic() + 5
-        records: list[Any] = []
-        while time.monotonic() < deadline and len(records) < 6:
-            with open(path) as log:
-                records = [json.loads(line) for line in log if line.strip()]
-            time.sleep(0.05)
+        records = accessLogRecords(f"{lb.directory}/access.log", 6)
         self.assertEqual(
             [(r["strategy"], r["choice"]) for r in records],
             [("round-robin", why) for why in explained],
@@ -327,13 +339,8 @@ class ReplayTests(SynchronousTestCase):
         for index in range(60):
             servedBy(client, [("X-User", f"user{index % 12}")])
         path = f"{lb.directory}/access.log"
-        deadline = time.monotonic() + 5
-        lines: list[str] = []
-        while time.monotonic() < deadline and len(lines) < 60:
-            with open(path) as log:
-                lines = [line for line in log if line.strip()]
-            time.sleep(0.05)
-        self.assertEqual(json.loads(lines[0])["headers"], {"X-User": "user0"})
+        records = accessLogRecords(path, 60)
+        self.assertEqual(records[0]["headers"], {"X-User": "user0"})
         simulated = text.replace(
             'name = "app"', 'name = "app"\nstrategy = "consistent-hash"\n'
             'hash_key = "header:X-User"', 1

@@ -13,7 +13,13 @@ from collections import Counter
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from lbtwist.maglev import DEFAULT_TABLE_SIZE, MaglevTable, isPrime, keyHash
+from lbtwist.maglev import (
+    DEFAULT_TABLE_SIZE,
+    MaglevTable,
+    isPrime,
+    keyHash,
+    tableSize,
+)
 
 NAMES = [f"app-{index}" for index in range(10)]
 KEYS = [f"10.0.{i // 256}.{i % 256}".encode() for i in range(20000)]
@@ -132,3 +138,25 @@ class MaglevTableTests(SynchronousTestCase):
         self.assertEqual(keyHash(b"x"), keyHash(b"x"))
         self.assertNotEqual(keyHash(b"x"), keyHash(b"x", b"skip"))
         self.assertLess(keyHash(b"x"), 2**64)
+
+
+class TableSizeTests(SynchronousTestCase):
+    """
+    Tests for L{tableSize}.
+    """
+
+    def test_defaultForSmallPools(self) -> None:
+        """
+        Pools of up to 655 backends use the default size.
+        """
+        self.assertEqual(tableSize(3, 3), DEFAULT_TABLE_SIZE)
+        self.assertEqual(tableSize(655, 655), DEFAULT_TABLE_SIZE)
+
+    def test_growsWithBackendsAndWeights(self) -> None:
+        """
+        Larger pools get the smallest prime of at least 100 slots per
+        backend, and more than the total weight.
+        """
+        self.assertEqual(tableSize(1000, 1000), 100003)
+        self.assertEqual(tableSize(2, 70000), 70001)
+        self.assertEqual(tableSize(1, 1, minimum=7), 101)
