@@ -27,7 +27,16 @@ setup(
         # treq: in-memory HTTP doubles; websockets: a real WebSocket client
         # and server for the tunnel tests.
         # hypothesis: property and fuzz tests of the HTTP data path.
-        "test": ["pytest>=8", "treq>=24.9.1", "websockets>=13", "hypothesis>=6.100"],
+        # matplotlib: the simulator's --plot (the "plot" extra), tested too.
+        "test": [
+            "pytest>=8",
+            "treq>=24.9.1",
+            "websockets>=13",
+            "hypothesis>=6.100",
+            "matplotlib>=3.5",
+        ],
+        # The simulator's --plot: python -m lbtwist simulate ... --plot FILE.png
+        "plot": ["matplotlib>=3.5"],
         "dev": ["mypy", "mypy-zope", "black", "isort", "towncrier"],
     },
     entry_points={"console_scripts": []},

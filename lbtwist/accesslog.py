@@ -38,7 +38,7 @@ import json
 import os
 import re
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -87,6 +87,11 @@ class AccessRecord:
     @ivar referer: The C{Referer} header, if any.
     @ivar userAgent: The C{User-Agent} header, if any.
     @ivar requestId: The C{X-Request-ID} header, if any.
+    @ivar strategy: The pool's strategy, e.g. C{"random-two"}.
+    @ivar choice: Why the last backend tried was chosen, e.g. C{"p2c: app-2
+        (2 in flight) over app-1 (5 in flight)"}, or L{None} if none was.
+    @ivar headers: The request header fields C{access_log_headers} names,
+        as sent (the JSON format's C{headers} object).
     """
 
     timestamp: float
@@ -105,6 +110,9 @@ class AccessRecord:
     referer: str | None
     userAgent: str | None
     requestId: str | None = None
+    strategy: str | None = None
+    choice: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 _UNSAFE = re.compile(r'[^\x20-\x7e]|["\\]')
@@ -180,6 +188,19 @@ def formatCombined(record: AccessRecord) -> str:
         f" pool={_word(record.pool)} backend={_word(record.backend)}"
         f" attempts={record.attempts} duration_ms={record.duration * 1000:.3f}"
     )
+    return line + _routing(record)
+
+
+def _routing(record: AccessRecord | ConnectionRecord) -> str:
+    """
+    The combined formats' last fields: the strategy, why the backend was
+    chosen, and why each retry was made.
+    """
+    line = ""
+    if record.strategy is not None:
+        line += f" strategy={_word(record.strategy)}"
+    if record.choice is not None:
+        line += f' choice="{_escape(record.choice)}"'
     if record.retryReasons:
         line += f' retries="{_escape("; ".join(record.retryReasons))}"'
     return line
@@ -193,8 +214,8 @@ def formatJSON(record: AccessRecord) -> str:
     @return: One line of ASCII JSON, without the line break, with the keys
         C{time} (ISO 8601 UTC, in milliseconds), C{client}, C{method},
         C{target}, C{status}, C{bytes}, C{duration_ms}, C{frontend},
-        C{pool}, C{backend}, C{attempts}, C{retry_reasons}, C{referer} and
-        C{user_agent}.
+        C{pool}, C{backend}, C{attempts}, C{retry_reasons}, C{strategy},
+        C{choice}, C{referer} and C{user_agent}.
     """
     time = datetime.fromtimestamp(record.timestamp, timezone.utc)
     return json.dumps(
@@ -211,6 +232,9 @@ def formatJSON(record: AccessRecord) -> str:
             "backend": record.backend,
             "attempts": record.attempts,
             "retry_reasons": list(record.retryReasons),
+            "strategy": record.strategy,
+            "choice": record.choice,
+            **({"headers": dict(record.headers)} if record.headers else {}),
             "referer": record.referer,
             "user_agent": record.userAgent,
         },
@@ -239,6 +263,8 @@ class ConnectionRecord:
     @ivar duration: Seconds from the client's connection to the close.
     @ivar outcome: How it ended, e.g. C{"closed"}, C{"idle timeout"},
         C{"client aborted"}, C{"no backend available"}, C{"connect failed"}.
+    @ivar strategy: The pool's strategy, e.g. C{"consistent-hash"}.
+    @ivar choice: Why the last backend tried was chosen, or L{None}.
     """
 
     timestamp: float
@@ -252,6 +278,8 @@ class ConnectionRecord:
     toClient: int
     duration: float
     outcome: str
+    strategy: str | None = None
+    choice: str | None = None
 
 
 def formatConnectionCombined(record: ConnectionRecord) -> str:
@@ -271,9 +299,7 @@ def formatConnectionCombined(record: ConnectionRecord) -> str:
         f" to_client={record.toClient}"
         f" duration_ms={record.duration * 1000:.3f} outcome={_word(record.outcome)}"
     )
-    if record.retryReasons:
-        line += f' retries="{_escape("; ".join(record.retryReasons))}"'
-    return line
+    return line + _routing(record)
 
 
 def formatConnectionJSON(record: ConnectionRecord) -> str:
@@ -283,8 +309,9 @@ def formatConnectionJSON(record: ConnectionRecord) -> str:
     @param record: The record.
     @return: One line of ASCII JSON, without the line break, with the keys
         C{time} (ISO 8601 UTC, in milliseconds), C{client}, C{frontend},
-        C{pool}, C{backend}, C{attempts}, C{retry_reasons}, C{from_client},
-        C{to_client}, C{duration_ms} and C{outcome}.
+        C{pool}, C{backend}, C{attempts}, C{retry_reasons}, C{strategy},
+        C{choice}, C{from_client}, C{to_client}, C{duration_ms} and
+        C{outcome}.
     """
     time = datetime.fromtimestamp(record.timestamp, timezone.utc)
     return json.dumps(
@@ -296,6 +323,8 @@ def formatConnectionJSON(record: ConnectionRecord) -> str:
             "backend": record.backend,
             "attempts": record.attempts,
             "retry_reasons": list(record.retryReasons),
+            "strategy": record.strategy,
+            "choice": record.choice,
             "from_client": record.fromClient,
             "to_client": record.toClient,
             "duration_ms": round(record.duration * 1000, 3),
@@ -345,6 +374,8 @@ _COMMON_FIELDS: dict[str, Callable[[AccessRecord | ConnectionRecord], str]] = {
     "backend": lambda r: _orDash(r.backend),
     "attempts": lambda r: str(r.attempts),
     "retries": lambda r: _orDash("; ".join(r.retryReasons)),
+    "strategy": lambda r: _orDash(r.strategy),
+    "choice": lambda r: _orDash(r.choice),
     "duration_ms": lambda r: f"{r.duration * 1000:.3f}",
 }
 
@@ -378,6 +409,9 @@ ACCESS_LOG_FIELDS: Mapping[str, str] = {
     "backend": "the name of the backend that answered (or was connected)",
     "attempts": "how many backends were tried",
     "retries": 'why each retry was made, separated by "; "',
+    "strategy": "the pool's strategy (random-two)",
+    "choice": "why the backend was chosen (p2c: app-2 (1 in flight) over "
+    "app-1 (4 in flight))",
     "duration_ms": "milliseconds from the request (connection) to the end "
     "of the response (the close)",
     "method": "HTTP only: the request method",
@@ -506,16 +540,20 @@ class AccessLog:
         *,
         close: Callable[[], object] = lambda: None,
         reopen: Callable[[], object] = lambda: None,
+        headers: Sequence[str] = (),
     ) -> None:
         """
         @param write: Called with each line, line break included.
         @param fmt: C{"combined"}, C{"json"} or a format string.
+        @param headers: Request header fields the JSON format records
+            (C{access_log_headers}), e.g. for the simulator's C{--replay}.
         @param close: Called by L{AccessLog.close}, e.g. to close the file.
         @param reopen: Called by L{AccessLog.reopen}, e.g. to open the file
             again.
         @raise ValueError: If C{fmt} is not a known format.
         """
         self._write = write
+        self.headers = tuple(name.lower().encode("ascii") for name in headers)
         self._format, self._formatConnection = _formatters(fmt)
         self._close = close
         self._reopen = reopen
@@ -633,7 +671,9 @@ class _StandardOutput:
                 )
 
 
-def openAccessLog(path: str, fmt: str, stdout: int = 1) -> AccessLog:
+def openAccessLog(
+    path: str, fmt: str, stdout: int = 1, headers: Sequence[str] = ()
+) -> AccessLog:
     """
     Open the access log named in the configuration.
 
@@ -641,13 +681,16 @@ def openAccessLog(path: str, fmt: str, stdout: int = 1) -> AccessLog:
         prefix), or a file to append to (line buffered, UTF-8).
     @param fmt: C{"combined"}, C{"json"} or a format string.
     @param stdout: The file descriptor of standard output.
+    @param headers: Request header fields the JSON format records.
     @return: The log; L{AccessLog.close} closes its file and
         L{AccessLog.reopen} opens it again.
     @raise ValueError: If C{fmt} is not a known format.
     @raise OSError: If the file cannot be opened.
     """
     if path == "-":
-        return AccessLog(_StandardOutput(stdout).write, fmt)
+        return AccessLog(_StandardOutput(stdout).write, fmt, headers=headers)
     _formatters(fmt)  # Refuse an unknown format before creating the file.
     file = _AppendedFile(path)
-    return AccessLog(file.write, fmt, close=file.close, reopen=file.reopen)
+    return AccessLog(
+        file.write, fmt, close=file.close, reopen=file.reopen, headers=headers
+    )

@@ -35,17 +35,21 @@ get JSON 401s.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import html
+import ipaddress
 import json
 import os
 import time
 from collections.abc import Callable, Sequence
 from urllib.parse import quote, urlsplit
 
+from attrs import frozen
 from prometheus_client.registry import CollectorRegistry
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
@@ -62,6 +66,7 @@ from lbtwist.balancer import (
     poolsJSON,
 )
 from lbtwist.config import FrontendConfig
+from lbtwist.hashkey import keyReader
 from lbtwist.metrics import renderMetrics
 from lbtwist.pool import BackendPool
 from lbtwist.stats import STATUS_CLASSES, FrontendStats
@@ -600,6 +605,111 @@ class _Operations:
         return self._operations[action](pool, backend)
 
 
+@frozen
+class _ImaginedRequest:
+    """
+    The parts of a request a pool's key is read from, as the C{explain}
+    API's query describes them.
+    """
+
+    clientAddress: IAddress | None
+    target: bytes
+    headers: tuple[tuple[bytes, bytes], ...]
+
+
+def _imagine(args: dict[bytes, list[bytes]]) -> tuple[_ImaginedRequest, str | None]:
+    """
+    Make up the request the C{explain} API's query describes:
+    C{client_ip}, C{path} (with its query), C{header.NAME}, C{cookie.NAME}
+    and C{sticky} (the backend a valid sticky cookie would name).
+
+    @return: The request and the sticky backend's name.
+    @raise ValueError: On a parameter that is none of these, or a bad
+        address.
+    """
+    client: IAddress | None = None
+    target = b"/"
+    headers: list[tuple[bytes, bytes]] = []
+    cookies: list[bytes] = []
+    sticky = None
+    for name, values in sorted(args.items()):
+        value = values[-1]
+        if name == b"client_ip":
+            text = value.decode("ascii", "replace")
+            try:
+                parsed = ipaddress.ip_address(text)
+            except ValueError:
+                raise ValueError(f'client_ip "{text}" is not an IP address') from None
+            kind = IPv6Address if parsed.version == 6 else IPv4Address
+            client = kind("TCP", text, 0)
+        elif name == b"path":
+            if not value.startswith(b"/"):
+                raise ValueError("path must start with /")
+            target = value
+        elif name.startswith(b"header.") and len(name) > 7:
+            headers.append((name[7:], value))
+        elif name.startswith(b"cookie.") and len(name) > 7:
+            cookies.append(name[7:] + b"=" + value)
+        elif name == b"sticky":
+            sticky = value.decode("utf-8", "replace")
+        elif name != b"key":
+            raise ValueError(
+                f'unknown parameter "{name.decode("utf-8", "replace")}": use key, '
+                "client_ip, path, header.NAME, cookie.NAME or sticky"
+            )
+    if cookies:
+        headers.append((b"Cookie", b"; ".join(cookies)))
+    return _ImaginedRequest(client, target, tuple(headers)), sticky
+
+
+def explainJSON(
+    pool: BackendPool, now: float, args: dict[bytes, list[bytes]]
+) -> dict[str, object]:
+    """
+    Say which backend a request would get now, and why, without sending
+    traffic or moving the pool's strategy on (a copy of it chooses).
+
+    @param pool: The pool.
+    @param now: The current time.
+    @param args: The query: C{key} (the hash key itself) or the request's
+        attributes (see L{_imagine}).
+    @return: The choice, the key it was made by, and each backend's state,
+        effective weight and load.
+    @raise ValueError: On a bad query.
+    """
+    request, sticky = _imagine(args)
+    config = pool.config
+    key: bytes | None = None
+    if b"key" in args:
+        key = args[b"key"][-1]
+    elif config.strategy == "consistent-hash":
+        key = keyReader(config.hash_key)(request)
+    choice = pool.choose(
+        now, (), key, sticky, strategy=copy.deepcopy(pool.strategy)
+    )
+    return {
+        "pool": pool.name,
+        "strategy": config.strategy,
+        "hash_key": config.hash_key if config.strategy == "consistent-hash" else None,
+        "key": None if key is None else key.decode("utf-8", "replace"),
+        "sticky": sticky,
+        "backend": None if choice is None else choice.backend.name,
+        "why": pool.describeUnavailable() if choice is None else choice.why,
+        "backends": [
+            {
+                "name": backend.name,
+                "address": backend.address,
+                "state": backend.state.value,
+                "available": backend.available(now),
+                "weight": backend.weight,
+                "effective_weight": round(backend.effectiveWeight, 3),
+                "active": backend.active,
+            }
+            for backend in pool.backends
+        ],
+    }
+
+
 class PoolsAPI(Resource):
     """
     C{/api/pools} and below: the JSON API.
@@ -641,6 +751,16 @@ class PoolsAPI(Resource):
                 return _error(request, 404, f'unknown pool "{names[0]}"')
             overrides = self._balancer.overrides().get(pool.name)
             return _json(request, poolJSON(pool, now, overrides))
+        if len(names) == 2 and names[1] == "explain":
+            if not _isRead(request):
+                return _methodNotAllowed(request, [b"GET", b"HEAD"])
+            pool = self._balancer.pools.get(names[0])
+            if pool is None:
+                return _error(request, 404, f'unknown pool "{names[0]}"')
+            try:
+                return _json(request, explainJSON(pool, now, request.args))
+            except ValueError as e:
+                return _error(request, 400, str(e))
         if len(names) in (3, 4) and names[1] == "backends":
             return self._backend(request, names[0], names[2], names[3:])
         return _error(

@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from lbtwist.backend import Backend, logStateChange
 from lbtwist.failures import UpstreamFailure
 from lbtwist.pool import BackendPool
+from lbtwist.strategies import Choice
 
 __all__ = ["Attempts", "Lease"]
 
@@ -82,6 +83,7 @@ class Attempts:
     The attempts made for one request or connection.
 
     @ivar tried: The backends tried so far, in order.
+    @ivar choices: Why each of them was chosen (L{Choice.why}), in order.
     @ivar retryReasons: Why each further attempt was made (or not), for the
         access log: C{"app-1: connection refused"}.
     @ivar lastFailure: The last attempt's failure, if any.
@@ -90,7 +92,7 @@ class Attempts:
     def __init__(
         self,
         clock: IReactorTime,
-        choose: Callable[[float, Collection[Backend]], Backend | None],
+        choose: Callable[[float, Collection[Backend]], Choice | None],
         retries: int,
         what: str,
         pool: BackendPool | None = None,
@@ -98,7 +100,8 @@ class Attempts:
         """
         @param clock: The reactor's clock.
         @param choose: Given the time and the backends already tried, the
-            backend for the next attempt, or L{None} if none is available.
+            backend for the next attempt and why, or L{None} if none is
+            available.
         @param retries: How many attempts are allowed after the first.
         @param what: What is being forwarded, for logs (C{"GET /p"}).
         @param pool: The pool C{choose} chooses from, if it is one: a first
@@ -113,6 +116,7 @@ class Attempts:
         self._timer: IDelayedCall | None = None
         self._stopWatching: Callable[[], None] | None = None
         self.tried: list[Backend] = []
+        self.choices: list[str] = []
         self.retryReasons: list[str] = []
         self.lastFailure: UpstreamFailure | None = None
 
@@ -185,10 +189,12 @@ class Attempts:
             tried yet is available.
         """
         now = self._clock.seconds()
-        backend = self._choose(now, self.tried)
-        if backend is None:
+        choice = self._choose(now, self.tried)
+        if choice is None:
             return None
+        backend = choice.backend
         self.tried.append(backend)
+        self.choices.append(choice.why)
         return Lease(backend, now)
 
     def succeeded(self, lease: Lease) -> None:
@@ -197,9 +203,12 @@ class Attempts:
 
         @param lease: The attempt's lease (still held).
         """
-        change = lease.backend.requestSucceeded(self._clock.seconds())
+        now = self._clock.seconds()
+        change = lease.backend.requestSucceeded(now)
         if change is not None:
             logStateChange(change)
+        if self._pool is not None:
+            self._pool.observe(lease.backend, now - lease.started, now)
 
     def failed(
         self, lease: Lease, failure: UpstreamFailure, notReplayable: str | None = None
@@ -237,10 +246,7 @@ class Attempts:
         _log.info(
             "retrying {what} after {label}: {reason}",
             what=self._what,
-            label=backend.label,
-            pool=backend.pool,
-            backend=backend.name,
-            address=backend.address,
+            **backend.logFields,
             reason=failure.reason,
         )
         return True

@@ -189,6 +189,50 @@ class Backend:
         creation counts), or L{None} if that time was not given.
     """
 
+    @property
+    def logFields(self) -> dict[str, str]:
+        """
+        The fields a log event about this backend carries: C{label} (see
+        L{label}), C{pool}, C{backend} (the name) and C{address}.
+        """
+        return {
+            "label": self.label,
+            "pool": self.pool,
+            "backend": self.name,
+            "address": self.address,
+        }
+
+    @property
+    def effectiveWeight(self) -> float:
+        """
+        The weight the strategies use: L{weight}, scaled down by L{ramp}
+        while the backend is in slow start.
+        """
+        return self.weight * self.ramp
+
+    def slowStart(self, now: float, duration: float) -> float:
+        """
+        Set L{ramp} for slow start: a backend that came up less than
+        C{duration} seconds ago (for the first time, after being down, or
+        after being enabled) gets from 10% to 100% of its weight, linearly
+        (HAProxy's C{slowstart}).
+
+        @param now: The current time.
+        @param duration: The pool's C{slow_start}, in seconds; 0 for none.
+        @return: The new L{ramp}.
+        """
+        since = self.stateSince
+        if (
+            duration <= 0
+            or since is None
+            or self.state is not BackendState.UP
+            or now - since >= duration
+        ):
+            self.ramp = 1.0
+        else:
+            self.ramp = 0.1 + 0.9 * max(now - since, 0.0) / duration
+        return self.ramp
+
     def __init__(
         self,
         config: BackendConfig,
@@ -211,6 +255,7 @@ class Backend:
         self.name = config.name
         self.address = config.address
         self.weight = config.weight
+        self.ramp = 1.0
         self.active = 0
         self.requests = 0
         self.failures = 0
@@ -218,7 +263,7 @@ class Backend:
         self.lastCheckDetail = ""
         self.lastCheckAt: float | None = None
         self.checkHistory: deque[CheckRecord] = deque(maxlen=CHECK_HISTORY)
-        self.stateSince = now
+        self.stateSince: float | None = now
         self.stats = BackendStats()
         self.downSince: float | None = None
         self._checkWaiters: list[Callable[[], None]] = []
@@ -510,10 +555,7 @@ def logFailedCheck(backend: Backend, now: float, log: Logger = _log) -> None:
     log.warn(
         "backend {label} is down: health check failed: {detail} "
         "({failures} failed in a row)",
-        label=backend.label,
-        pool=backend.pool,
-        backend=backend.name,
-        address=backend.address,
+        **backend.logFields,
         detail=backend.lastCheckDetail,
         failures=backend.failedChecks,
     )

@@ -352,10 +352,7 @@ class Balancer:
         _log.warn(
             "{label}: {key} {value} from the state file overrides {configured} "
             "from {source}",
-            label=backend.label,
-            pool=backend.pool,
-            backend=backend.name,
-            address=backend.address,
+            **backend.logFields,
             key=key,
             value=value,
             configured=configured,
@@ -422,10 +419,7 @@ class Balancer:
         if old != weight:
             _log.info(
                 "backend {label} weight {old} -> {new} ({why})",
-                label=backend.label,
-                pool=backend.pool,
-                backend=backend.name,
-                address=backend.address,
+                **backend.logFields,
                 old=old,
                 new=weight,
                 why=why,

@@ -45,7 +45,14 @@ __all__ = [
     "parseConfig",
 ]
 
-STRATEGY_NAMES = ("round-robin", "weighted-round-robin", "least-connections")
+STRATEGY_NAMES = (
+    "round-robin",
+    "weighted-round-robin",
+    "least-connections",
+    "random-two",
+    "consistent-hash",
+    "peak-ewma",
+)
 """The names a pool's C{strategy} may have (see L{lbtwist.strategies})."""
 
 _HEALTH_CHECK_KINDS = ("http", "tcp", "none")
@@ -178,6 +185,18 @@ class PoolConfig:
         L{None} for the system trust store.
     @ivar tls_verify: For C{https://} backends: verify the certificate and
         the host name; C{False} is an explicit, logged opt-out.
+    @ivar hash_key: With C{strategy = "consistent-hash"}: what a request is
+        placed by, C{"client_ip"}, C{"path"}, C{"header:NAME"},
+        C{"cookie:NAME"} or C{"query:NAME"}.
+    @ivar hash_balance_factor: With C{strategy = "consistent-hash"}: no
+        backend gets more than this percentage of the average load (at
+        least 100), or 0 for no bound.
+    @ivar ewma_decay: With C{strategy = "peak-ewma"}: the time constant, in
+        seconds, of the moving average of latency.
+    @ivar sticky_cookie: The name of the cookie that keeps a client on the
+        backend that first served it, or L{None} for no stickiness.
+    @ivar slow_start: Seconds over which a backend that comes up ramps from
+        10% to 100% of its weight; 0 for none.
     """
 
     name: str
@@ -198,6 +217,11 @@ class PoolConfig:
     health: HealthCheckConfig = HealthCheckConfig()
     ca_file: str | None = None
     tls_verify: bool = True
+    hash_key: str = "client_ip"
+    hash_balance_factor: int = 125
+    ewma_decay: float = 10.0
+    sticky_cookie: str | None = None
+    slow_start: float = 0.0
 
     @property
     def mode(self) -> str:
@@ -304,17 +328,23 @@ class SettingsConfig:
 
     @ivar access_log: A path, C{"-"} for standard output, or L{None} for no
         access log.
-    @ivar access_log_format: C{"combined"} or C{"json"}.
+    @ivar access_log_format: C{"combined"}, C{"json"} or a format string.
+    @ivar access_log_headers: Request header fields the JSON format records
+        in its C{headers} object.
     @ivar state_file: Where runtime changes (drain, disable, weight) are kept;
         L{None} to keep them in memory only.
     @ivar grace_period: Seconds in-flight requests and tunnels get to finish
         when lbtwist stops (SIGTERM) before they are cut off.
+    @ivar secret: The key that signs sticky cookies, or L{None} to use one
+        generated and kept next to the state file.
     """
 
     access_log: str | None = None
     access_log_format: str = "combined"
     state_file: str | None = None
     grace_period: float = 10.0
+    secret: str | None = None
+    access_log_headers: tuple[str, ...] = ()
 
 
 @frozen
@@ -637,6 +667,15 @@ def _parseSettings(table: Mapping[str, object], source: str) -> SettingsConfig:
     return SettingsConfig(**values)
 
 
+def _headerName(text: str) -> str:
+    """
+    Check a header field name: a token.
+    """
+    if not _TOKEN.fullmatch(text):
+        raise _Invalid(f'"{text}" is not a header name')
+    return text
+
+
 def _network(text: str) -> str:
     try:
         return str(ipaddress.ip_network(text, strict=False))
@@ -817,7 +856,9 @@ def _accessLogFormat(value: object) -> str:
 _SETTINGS = {
     "access_log": _string,
     "access_log_format": _accessLogFormat,
+    "access_log_headers": _listOf(_headerName, allowEmpty=True),
     "state_file": _string,
+    "secret": lambda value: _secret(_string(value)),
     "grace_period": _seconds(allowZero=True),
 }
 
@@ -862,6 +903,11 @@ _POOL = {
     "send_proxy": _choice(_SEND_PROXY),
     "ca_file": _name,
     "tls_verify": _boolean,
+    "hash_key": lambda value: _hashKey(_string(value)),
+    "hash_balance_factor": _integer(0),
+    "ewma_decay": _seconds(),
+    "sticky_cookie": lambda value: _cookieName(_string(value)),
+    "slow_start": _seconds(allowZero=True),
     "health": _table("[pool.health]"),
     "backend": _tables("[[pool.backend]]"),
 }
@@ -945,6 +991,84 @@ def _parseBackend(table: Mapping[str, object], where: str) -> BackendConfig:
     return BackendConfig(url=url, scheme=scheme, host=host, port=port, **values)
 
 
+HASH_KEY_KINDS = ("client_ip", "path")
+"""The C{hash_key} values that take no name."""
+
+HASH_KEY_PREFIXES = ("header:", "cookie:", "query:")
+"""The C{hash_key} kinds followed by a name, e.g. C{header:X-User}."""
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _hashKey(text: str) -> str:
+    """
+    Check a C{hash_key}: C{client_ip}, C{path}, or C{header:}, C{cookie:} or
+    C{query:} followed by a name (a header name must be a token).
+    """
+    if text in HASH_KEY_KINDS:
+        return text
+    for prefix in HASH_KEY_PREFIXES:
+        if text.startswith(prefix) and text[len(prefix) :]:
+            name = text[len(prefix) :]
+            if prefix == "header:" and not _TOKEN.fullmatch(name):
+                raise _Invalid(f'"{name}" is not a valid header name')
+            return text
+    raise _Invalid(
+        f'"{text}" is not one of client_ip, path, header:NAME, cookie:NAME, '
+        "query:NAME"
+    )
+
+
+def _secret(text: str) -> str:
+    """
+    Check a signing secret: at least 16 characters.
+    """
+    if len(text) < 16:
+        raise _Invalid("must be at least 16 characters")
+    return text
+
+
+def _cookieName(text: str) -> str:
+    """
+    Check a cookie name: a token (RFC 6265).
+    """
+    if not _TOKEN.fullmatch(text):
+        raise _Invalid(f'"{text}" is not a valid cookie name')
+    return text
+
+
+def _checkStrategyKeys(values: Mapping[str, object], where: str, tcp: bool) -> None:
+    """
+    Refuse strategy settings that the pool's strategy would ignore, and hash
+    keys a TCP pool cannot read.
+    """
+    strategy = values.get("strategy", "round-robin")
+    for key, needs in (
+        ("hash_key", "consistent-hash"),
+        ("hash_balance_factor", "consistent-hash"),
+        ("ewma_decay", "peak-ewma"),
+    ):
+        if key in values and strategy != needs:
+            raise ConfigError(f'{where}: {key} needs strategy = "{needs}"')
+    factor = values.get("hash_balance_factor", 125)
+    if factor != 0 and factor < 100:  # type: ignore[operator]
+        raise ConfigError(
+            f"{where}: hash_balance_factor must be 0 (no bound) or at least 100"
+        )
+    if tcp and values.get("hash_key", "client_ip") != "client_ip":
+        raise ConfigError(
+            f'{where}: hash_key "{values["hash_key"]}" needs http:// backends; '
+            "a TCP pool can only hash client_ip"
+        )
+    if tcp and "sticky_cookie" in values:
+        raise ConfigError(f"{where}: sticky_cookie needs http:// backends")
+    if tcp and strategy == "peak-ewma":
+        raise ConfigError(
+            f'{where}: strategy "peak-ewma" needs http:// backends (it measures '
+            "response latency)"
+        )
+
+
 def _parsePool(
     table: Mapping[str, object], index: int, directory: str = ""
 ) -> PoolConfig:
@@ -962,6 +1086,7 @@ def _parsePool(
                 f'{where} backend {number}: url "{backend.url}": the backends of '
                 "a pool must all be http:// or all be tcp://"
             )
+    _checkStrategyKeys(values, where, backends[0].scheme == "tcp")
     _defaultCheck(healthValues, f"{where} health", backends[0].scheme != "tcp")
     if backends[0].scheme == "tcp":
         if healthValues["check"] == "http":

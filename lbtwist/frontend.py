@@ -181,16 +181,24 @@ class HTTPFrontend(Factory):
         retryReasons: tuple[str, ...],
         status: int,
         sentBytes: int,
+        strategy: str | None = None,
+        choice: str | None = None,
     ) -> None:
         """
         Count a finished request and write its access log line.
+
+        @see: L{lbtwist.web.RequestRecorder}
         """
         self.stats.recordResponse(status)
         if self.accessLog is None:
             return
         referer = userAgent = requestId = None
+        wanted = self.accessLog.headers
+        recorded: list[tuple[str, str]] = []
         for name, value in request.headers:
             lowered = name.lower()
+            if lowered in wanted:
+                recorded.append((name.decode("latin-1"), value.decode("latin-1")))
             if lowered == b"referer" and referer is None:
                 referer = value.decode("latin-1")
             elif lowered == b"user-agent" and userAgent is None:
@@ -216,6 +224,9 @@ class HTTPFrontend(Factory):
                 referer=referer,
                 userAgent=userAgent,
                 requestId=requestId,
+                strategy=strategy,
+                choice=choice,
+                headers=tuple(recorded),
             )
         )
 

@@ -5,11 +5,12 @@ A pool of backends: the only owner of "which backend gets this request".
 
 from __future__ import annotations
 
+from random import Random
 from typing import Callable, Collection
 
 from lbtwist.backend import Backend, BackendState
 from lbtwist.config import PoolConfig
-from lbtwist.strategies import STRATEGIES, IStrategy
+from lbtwist.strategies import STRATEGIES, Choice, IStrategy
 
 __all__ = ["BackendPool"]
 
@@ -24,13 +25,20 @@ class BackendPool:
     @ivar strategy: The strategy that chooses among them.
     """
 
-    def __init__(self, config: PoolConfig, now: float | None = None) -> None:
+    def __init__(
+        self,
+        config: PoolConfig,
+        now: float | None = None,
+        random: Random | None = None,
+    ) -> None:
         """
         Build the backends and the strategy named by the configuration.
 
         @param config: The pool's configuration.
         @param now: The current time, when the backends enter their initial
             state (see L{Backend.stateSince}), or L{None} if unknown.
+        @param random: The strategy's source of randomness; a new, randomly
+            seeded one by default.
         """
         self.config = config
         self.name = config.name
@@ -38,24 +46,68 @@ class BackendPool:
             Backend(backend, config.name, config.health, config.passive_cooldown, now)
             for backend in config.backends
         ]
-        self.strategy: IStrategy = STRATEGIES[config.strategy]()
+        self.strategy: IStrategy = STRATEGIES[config.strategy](
+            config, Random() if random is None else random
+        )
         self._byName = {backend.name: backend for backend in self.backends}
 
-    def choose(self, now: float, exclude: Collection[Backend] = ()) -> Backend | None:
+    def choose(
+        self,
+        now: float,
+        exclude: Collection[Backend] = (),
+        key: bytes | None = None,
+        sticky: str | None = None,
+        strategy: IStrategy | None = None,
+    ) -> Choice | None:
         """
         Choose the backend for the next request.
 
         @param now: The current time.
         @param exclude: Backends not to choose, e.g. those this request has
             already failed on.
-        @return: An available backend not in C{exclude}, or L{None} if there
-            is none.
+        @param key: The request's key for C{consistent-hash} (see
+            L{lbtwist.hashkey}), or L{None}.
+        @param sticky: The name of the backend the request's sticky cookie
+            names, if any: it is chosen while it is available.
+        @param strategy: The strategy to choose with, instead of the pool's
+            own (the C{explain} API passes a copy, to leave the pool's
+            untouched).
+        @return: An available backend not in C{exclude} and why it was
+            chosen, or L{None} if there is none.
         """
 
         def eligible(backend: Backend) -> bool:
             return backend not in exclude and backend.available(now)
 
-        return self.strategy.pick(self.backends, eligible)
+        if sticky is not None:
+            preferred = self._byName.get(sticky)
+            if preferred is not None and eligible(preferred):
+                return Choice(preferred, f"sticky cookie: {preferred.name}")
+        slowStart = self.config.slow_start
+        if slowStart:
+            for backend in self.backends:
+                backend.slowStart(now, slowStart)
+        choice = (strategy or self.strategy).choose(self.backends, eligible, key)
+        if choice is None:
+            return None
+        reasons = []
+        if sticky is not None:
+            reasons.append(f"sticky cookie for {sticky} not usable")
+        if choice.backend.ramp < 1.0:
+            reasons.append(f"slow start {choice.backend.ramp:.0%}")
+        if reasons:
+            return Choice(choice.backend, f"{choice.why}; " + "; ".join(reasons))
+        return choice
+
+    def observe(self, backend: Backend, latency: float, now: float) -> None:
+        """
+        Tell the strategy how long a backend took to send a response head.
+
+        @param backend: The backend.
+        @param latency: Seconds from the start of the attempt to the head.
+        @param now: When the head arrived.
+        """
+        self.strategy.observe(backend, latency, now)
 
     def available(self, now: float) -> bool:
         """
@@ -146,6 +198,7 @@ class BackendPool:
             running.reconfigure(backend.config, config.health, config.passive_cooldown)
             self.backends[index] = running
         self._byName = {backend.name: backend for backend in self.backends}
+        self.strategy.adopt(previous.strategy, self.backends)
 
     def backend(self, name: str) -> Backend:
         """

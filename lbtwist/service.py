@@ -43,6 +43,7 @@ from lbtwist.pool import BackendPool
 from lbtwist.proxyheader import ProxyHeaderWrappingFactory
 from lbtwist.shutdown import Drainable, GracefulShutdown
 from lbtwist.statefile import StateFile
+from lbtwist.sticky import StickyCookie, loadOrCreateSecret
 from lbtwist.systemd import SystemdNotifier, SystemdService, whenListening
 from lbtwist.stats import FrontendStats
 from lbtwist.tcp import TCPProxyFactory
@@ -405,7 +406,11 @@ class LoadBalancer(MultiService):
             self._accessLog = (
                 None
                 if settings.access_log is None
-                else openAccessLog(settings.access_log, settings.access_log_format)
+                else openAccessLog(
+                    settings.access_log,
+                    settings.access_log_format,
+                    headers=settings.access_log_headers,
+                )
             )
         except OSError as e:
             raise StartupError(
@@ -428,6 +433,7 @@ class LoadBalancer(MultiService):
         self._retiredPools: list[BackendPool] = []
         self._retiredFrontends: list[Drainable] = []
         self._cleanUp: list[Callable[[], object]] = []
+        self._secret: bytes | None = None
         # First child: stopped after the listeners, so it drains what is left.
         GracefulShutdown(
             reactor,
@@ -778,13 +784,46 @@ class LoadBalancer(MultiService):
         its policy and recording in its access log.
         """
         name = site.frontend.pool
+        pool = pools[name]
+        cookie = pool.config.sticky_cookie
         return PoolResource(
             self._reactor,
-            pools[name],
+            pool,
             connections[name],
             site.policy,
             site.record,
+            None if cookie is None else StickyCookie(cookie, name, self._stickySecret()),
         )
+
+    def _stickySecret(self) -> bytes:
+        """
+        The key that signs sticky cookies: C{[settings] secret}, else one
+        generated once and kept in C{lbtwist.secret} next to the state file,
+        so that cookies stay valid across restarts; without a state file,
+        or if that file cannot be written, a random one for this process.
+        """
+        if self._secret is not None:
+            return self._secret
+        settings = self.config.settings
+        if settings.secret is not None:
+            self._secret = settings.secret.encode("utf-8")
+            return self._secret
+        if settings.state_file is not None:
+            path = os.path.join(
+                os.path.dirname(os.path.abspath(settings.state_file)), "lbtwist.secret"
+            )
+            try:
+                self._secret = loadOrCreateSecret(path)
+                return self._secret
+            except (OSError, ValueError) as e:
+                _log.warn(
+                    "cannot keep the sticky cookie secret in {path}: {error}; "
+                    "sticky cookies will not survive a restart",
+                    path=path,
+                    error=str(e),
+                )
+        self._secret = os.urandom(32)
+        return self._secret
 
     # Reload
 

@@ -63,7 +63,8 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", None, "The TOML configuration file."],
         ["strategy", None, "round-robin",
-         "Quick form: round-robin, weighted-round-robin or least-connections."],
+         "Quick form: round-robin, weighted-round-robin, least-connections, "
+         "random-two, consistent-hash (by client address) or peak-ewma."],
         ["health-path", None, None,
          "Quick form: HTTP health check path (default: a TCP connect check)."],
         ["admin", None, None,

@@ -51,6 +51,7 @@ from lbtwist.failures import classifyConnectFailure
 from lbtwist.pool import BackendPool
 from lbtwist.proxyheader import InvalidProxyHeader, parseProxyHeader, proxyHeader
 from lbtwist.stats import FrontendStats
+from lbtwist.strategies import Choice
 from lbtwist.tunnel import Tunnel, TunnelTotals
 
 __all__ = ["TCPProxyFactory"]
@@ -252,10 +253,7 @@ class _ClientConnection(Protocol):
                 "{label}; cancelling",
                 frontend=self._factory.frontend.name,
                 client=_host(self._source),
-                label=backend.label,
-                pool=backend.pool,
-                backend=backend.name,
-                address=backend.address,
+                **backend.logFields,
             )
             pending.cancel()
         self._record()
@@ -314,8 +312,11 @@ class _ClientConnection(Protocol):
 
     # Connecting to a backend.
 
-    def _choose(self, now: float, tried: Collection[Backend]) -> Backend | None:
-        return self._pool.choose(now, exclude=tried)
+    def _choose(self, now: float, tried: Collection[Backend]) -> Choice | None:
+        key = None
+        if self._pool.config.strategy == "consistent-hash" and self._source:
+            key = _host(self._source).encode("ascii", "replace")
+        return self._pool.choose(now, tried, key)
 
     def _connect(self) -> None:
         """
@@ -437,12 +438,9 @@ class _ClientConnection(Protocol):
                 "{frontend}: closed idle connection from {client} to {label} "
                 "after {timeout} seconds without traffic",
                 frontend=self._factory.frontend.name,
-                pool=self._pool.name,
                 client=_host(self._source),
-                label=backend.label,
-                backend=backend.name,
-                address=backend.address,
                 timeout=self._pool.config.idle_timeout,
+                **backend.logFields,
             )
         self._record()
 
@@ -499,6 +497,8 @@ class _ClientConnection(Protocol):
                 toClient=self._toClient,
                 duration=now - self._opened,
                 outcome=self._outcome or "closed",
+                strategy=self._pool.config.strategy,
+                choice=self._attempts.choices[-1] if self._attempts.choices else None,
             )
         )
 

@@ -25,6 +25,7 @@ backend's in-flight count is held by its L{lbtwist.attempts.Lease}.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Collection, Protocol, cast
 
 from twisted.internet.defer import Deferred, gatherResults
@@ -61,7 +62,10 @@ from lbtwist.backend import Backend
 from lbtwist.config import PoolConfig
 from lbtwist.endpoints import backendEndpoint
 from lbtwist.failures import UpstreamFailure, classifyConnectFailure
+from lbtwist.hashkey import keyReader
 from lbtwist.pool import BackendPool
+from lbtwist.sticky import StickyCookie
+from lbtwist.strategies import Choice
 from lbtwist.tunnel import Tunnel, TunnelTotals
 
 __all__ = [
@@ -92,12 +96,16 @@ class RequestRecorder(Protocol):
         retryReasons: tuple[str, ...],
         status: int,
         sentBytes: int,
+        strategy: str | None = None,
+        choice: str | None = None,
     ) -> None:
         """
         @param request: The request.
         @param backend: The name of the backend that answered last, if any.
         @param attempts: How many backends were tried.
         @param retryReasons: Why each retry was made, or not made.
+        @param strategy: The pool's strategy.
+        @param choice: Why the last backend tried was chosen.
         @param status: The status sent (0 if none was).
         @param sentBytes: The bytes sent to the client.
         """
@@ -262,9 +270,11 @@ class _Forward:
         self._request = request
         config = proxy.config
         method = request.method
+        sticky = proxy.sticky
+        self._stuckTo = None if sticky is None else sticky.read(request.headers)
         self._attempts = Attempts(
             proxy.clock,
-            proxy.choose,
+            self._choose,
             proxy.retries,
             _What(method, request.target),  # type: ignore[arg-type]
             proxy.pool,
@@ -309,6 +319,9 @@ class _Forward:
         request.notifyDone(self._done)
 
     # Attempts
+
+    def _choose(self, now: float, tried: Collection[Backend]) -> Choice | None:
+        return self._proxy.choose(now, tried, self._request)
 
     def start(self) -> None:
         """
@@ -438,9 +451,16 @@ class _Forward:
             self._attempts.succeeded(lease)
             request = self._request
             self._status = head.status
-            request.respond(
-                head.status, head.reason, responseHeaders(head.headers), head.length
-            )
+            headers = responseHeaders(head.headers)
+            sticky = self._proxy.sticky
+            if sticky is not None and self._stuckTo != lease.backend.name:
+                headers.append(
+                    (
+                        b"Set-Cookie",
+                        sticky.setCookie(lease.backend.name, request.secure),
+                    )
+                )
+            request.respond(head.status, head.reason, headers, head.length)
             if head.bodyExpected and self._connection is not None:
                 request.registerProducer(self._connection)
         except Exception:
@@ -487,12 +507,9 @@ class _Forward:
             _log.info(
                 "response from {label} to {what} was cut short ({reason}); "
                 "aborting the client connection",
-                label=lease.backend.label,
-                pool=lease.backend.pool,
-                backend=lease.backend.name,
-                address=lease.backend.address,
                 what=self._attempts,
                 reason=failure.reason,
+                **lease.backend.logFields,
             )
             self._request.abort()
         except Exception:
@@ -608,6 +625,8 @@ class _Forward:
             tuple(attempts.retryReasons),
             status,
             sentBytes,
+            self._proxy.config.strategy,
+            attempts.choices[-1] if attempts.choices else None,
         )
 
 
@@ -735,6 +754,7 @@ class _ProxyResource(Resource):
     config: PoolConfig
     retries: int
     pool: BackendPool | None = None
+    sticky: StickyCookie | None = None
 
     def __init__(
         self,
@@ -751,9 +771,14 @@ class _ProxyResource(Resource):
         self.policy = policy
         self.record = record
 
-    def choose(self, now: float, tried: Collection[Backend]) -> Backend | None:
+    def choose(
+        self, now: float, tried: Collection[Backend], request: IClientRequest
+    ) -> Choice | None:
         """
-        @return: The backend for the next attempt, or L{None}.
+        @param now: The current time.
+        @param tried: The backends this request has been tried on.
+        @param request: The request.
+        @return: The backend for the next attempt and why, or L{None}.
         """
         raise NotImplementedError()
 
@@ -818,11 +843,13 @@ class ReverseProxyResource(_ProxyResource):
         self.backend = backend
         self.retries = 0
 
-    def choose(self, now: float, tried: Collection[Backend]) -> Backend | None:
+    def choose(
+        self, now: float, tried: Collection[Backend], request: IClientRequest
+    ) -> Choice | None:
         """
         @return: The backend, unless it was tried already.
         """
-        return None if tried else self.backend
+        return None if tried else Choice(self.backend, f"only {self.backend.name}")
 
 
 class PoolResource(_ProxyResource):
@@ -843,6 +870,7 @@ class PoolResource(_ProxyResource):
         connectionsFor: Callable[[Backend], ConnectionPool],
         policy: ForwardingPolicy = ForwardingPolicy(),
         record: RequestRecorder | None = None,
+        sticky: StickyCookie | None = None,
     ) -> None:
         """
         @param clock: The reactor's clock (timeouts, health state).
@@ -850,16 +878,37 @@ class PoolResource(_ProxyResource):
         @param connectionsFor: The keep-alive connection pool of a backend.
         @param policy: How forwarding fields are added.
         @param record: Told about every finished request, if given.
+        @param sticky: The pool's sticky cookie, with its secret, when the
+            pool has C{sticky_cookie}; made with a per-process secret if
+            not given.
         """
         super().__init__(clock, pool.config, connectionsFor, policy, record)
         self.pool = pool
         self.retries = pool.config.retries
+        config = pool.config
+        self._readKey = (
+            keyReader(config.hash_key) if config.strategy == "consistent-hash" else None
+        )
+        if sticky is None and config.sticky_cookie is not None:
+            # Embedded without a secret: cookies last as long as the process.
+            sticky = StickyCookie(config.sticky_cookie, pool.name, os.urandom(32))
+        self.sticky = sticky
 
-    def choose(self, now: float, tried: Collection[Backend]) -> Backend | None:
+    def choose(
+        self, now: float, tried: Collection[Backend], request: IClientRequest
+    ) -> Choice | None:
         """
-        @return: What the pool chooses, never a backend already tried.
+        @return: What the pool chooses for C{request} (by its key, its
+            sticky cookie), never a backend already tried.
         """
-        return self.pool.choose(now, exclude=tried)
+        readKey = self._readKey
+        sticky = self.sticky
+        return self.pool.choose(
+            now,
+            tried,
+            None if readKey is None else readKey(request),
+            None if sticky is None else sticky.read(request.headers),
+        )
 
     def getProxy(self, name: str) -> ReverseProxyResource:
         """

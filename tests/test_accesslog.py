@@ -191,6 +191,7 @@ class FormatJSONTests(SynchronousTestCase):
             '"method":"GET","target":"/p","status":200,"bytes":27,'
             '"duration_ms":1.25,"frontend":"web","pool":"app",'
             '"backend":"127.0.0.1:9001","attempts":1,"retry_reasons":[],'
+            '"strategy":null,"choice":null,'
             '"referer":null,"user_agent":"curl/8"}',
         )
 
@@ -527,3 +528,86 @@ class FormatStringTests(SynchronousTestCase):
         ]:
             error = self.assertRaises(ValueError, parseFormat, fmt)
             self.assertIn(expected, str(error), fmt)
+
+
+class RoutingFieldsTests(SynchronousTestCase):
+    """
+    Every format says the strategy, why the backend was chosen, and why
+    each retry was made.
+    """
+
+    routed = evolve(
+        RECORD,
+        strategy="random-two",
+        choice="p2c: app-2 (2 in flight) over app-1 (5 in flight)",
+        retryReasons=("app-3: connection refused",),
+        attempts=2,
+    )
+
+    def test_combined(self) -> None:
+        """
+        The combined format ends with C{strategy=}, a quoted C{choice} and
+        the quoted retries.
+        """
+        self.assertTrue(
+            formatCombined(self.routed).endswith(
+                ' attempts=2 duration_ms=1.250 strategy=random-two choice="p2c: '
+                'app-2 (2 in flight) over app-1 (5 in flight)" retries="app-3: '
+                'connection refused"'
+            )
+        )
+
+    def test_json(self) -> None:
+        """
+        JSON has the keys C{strategy} and C{choice}.
+        """
+        parsed = json.loads(formatJSON(self.routed))
+        self.assertEqual(
+            (parsed["strategy"], parsed["choice"], parsed["retry_reasons"]),
+            (
+                "random-two",
+                "p2c: app-2 (2 in flight) over app-1 (5 in flight)",
+                ["app-3: connection refused"],
+            ),
+        )
+
+    def test_formatString(self) -> None:
+        """
+        A format string may name C{strategy} and C{choice}; without them a
+        record gives C{-}.
+        """
+        lines: list[str] = []
+        log = AccessLog(lines.append, "{strategy} [{choice}]")
+        log.log(self.routed)
+        log.log(RECORD)
+        self.assertEqual(
+            lines,
+            [
+                "random-two [p2c: app-2 (2 in flight) over app-1 (5 in flight)]\n",
+                "- [-]\n",
+            ],
+        )
+
+
+class RecordedHeadersTests(SynchronousTestCase):
+    """
+    C{access_log_headers}: the JSON format records the named request
+    headers.
+    """
+
+    def test_jsonHeaders(self) -> None:
+        """
+        A record with headers has a C{headers} object; one without has no
+        such key.
+        """
+        record = evolve(RECORD, headers=(("X-User", "ann"),))
+        self.assertEqual(json.loads(formatJSON(record))["headers"], {"X-User": "ann"})
+        self.assertNotIn("headers", json.loads(formatJSON(RECORD)))
+
+    def test_namesLowered(self) -> None:
+        """
+        The log keeps the names it records in lower case, to match any
+        spelling.
+        """
+        log = AccessLog(lambda line: None, "json", headers=["X-User"])
+        self.assertEqual(log.headers, (b"x-user",))

@@ -105,6 +105,8 @@ class FormatConnectionJSONTests(SynchronousTestCase):
                 "backend": "127.0.0.1:5432",
                 "attempts": 1,
                 "retry_reasons": [],
+                "strategy": None,
+                "choice": None,
                 "from_client": 123,
                 "to_client": 456,
                 "duration_ms": 12.3,

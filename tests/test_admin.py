@@ -1095,3 +1095,142 @@ class LoginPageTests(SynchronousTestCase):
         page = renderLoginPage("<b>no</b>")
         self.assertIn("&lt;b&gt;no&lt;/b&gt;", page)
         self.assertNotIn("<script", page)
+
+
+class ExplainTests(AdminTestCase):
+    """
+    C{GET /api/pools/{pool}/explain}: which backend a request would get now
+    and why, without sending traffic.
+    """
+
+    def addPool(self, **keys: Any) -> BackendPool:
+        """
+        Add a pool C{p} of backends C{p1} to C{p3} to the balancer.
+        """
+        backends = tuple(
+            BackendConfig(
+                url=f"http://127.0.0.1:{9200 + i}",
+                scheme="http",
+                host="127.0.0.1",
+                port=9200 + i,
+                name=f"p{i}",
+            )
+            for i in (1, 2, 3)
+        )
+        config = PoolConfig(
+            name="p", backends=backends, health=HealthCheckConfig(check="none"), **keys
+        )
+        pool = BackendPool(config)
+        self.balancer.pools["p"] = pool
+        return pool
+
+    def test_agreesWithTheNextChoice(self) -> None:
+        """
+        Asking twice gives the same answer (the strategy does not move), and
+        the next real choice is the one explained.
+        """
+        first = self.request("GET", "/api/pools/app/explain").json()
+        second = self.request("GET", "/api/pools/app/explain").json()
+        self.assertEqual(first, second)
+        pool = self.balancer.pools["app"]
+        choice = pool.choose(self.clock.seconds())
+        assert choice is not None
+        self.assertEqual((first["backend"], first["why"]), (choice.backend.name, choice.why))
+        self.assertEqual(first["strategy"], "weighted-round-robin")
+        self.assertEqual(
+            [(b["name"], b["weight"], b["effective_weight"]) for b in first["backends"]],
+            [("a", 1, 1), ("b", 2, 2), ("c", 1, 1)],
+        )
+
+    def test_byClientAddress(self) -> None:
+        """
+        A consistent-hash pool explains by the request's key, read as the
+        pool's C{hash_key} says; C{key} gives the key itself.
+        """
+        pool = self.addPool(strategy="consistent-hash")
+        owner = pool.strategy.table(pool.backends).lookup(b"10.0.0.7")  # type: ignore[attr-defined]
+        answer = self.request("GET", "/api/pools/p/explain?client_ip=10.0.0.7").json()
+        self.assertEqual(
+            (answer["key"], answer["hash_key"], answer["backend"], answer["why"]),
+            ("10.0.0.7", "client_ip", owner, f"hash -> {owner}"),
+        )
+        byKey = self.request("GET", "/api/pools/p/explain?key=10.0.0.7").json()
+        self.assertEqual(byKey["backend"], owner)
+
+    def test_byHeader(self) -> None:
+        """
+        A header key is read from C{header.NAME}; without it the request
+        is placed as random-two would.
+        """
+        pool = self.addPool(strategy="consistent-hash", hash_key="header:X-User")
+        owner = pool.strategy.table(pool.backends).lookup(b"ann")  # type: ignore[attr-defined]
+        answer = self.request("GET", "/api/pools/p/explain?header.X-User=ann").json()
+        self.assertEqual((answer["key"], answer["backend"]), ("ann", owner))
+        keyless = self.request("GET", "/api/pools/p/explain").json()
+        self.assertIsNone(keyless["key"])
+        self.assertTrue(keyless["why"].startswith("p2c: "), keyless["why"])
+
+    def test_sticky(self) -> None:
+        """
+        C{sticky=NAME} explains a request carrying a valid sticky cookie for
+        that backend; a backend that is not available is passed over.
+        """
+        pool = self.addPool(sticky_cookie="lb")
+        answer = self.request("GET", "/api/pools/p/explain?sticky=p3").json()
+        self.assertEqual((answer["backend"], answer["why"]), ("p3", "sticky cookie: p3"))
+        pool.backend("p3").setState(BackendState.DISABLED, "test", 0)
+        answer = self.request("GET", "/api/pools/p/explain?sticky=p3").json()
+        self.assertEqual(answer["backend"], "p1")
+        self.assertEqual(answer["why"], "round robin: p1; sticky cookie for p3 not usable")
+
+    def test_slowStart(self) -> None:
+        """
+        A backend in slow start shows its effective weight, and the
+        explanation says so.
+        """
+        pool = self.addPool(strategy="weighted-round-robin", slow_start=100.0)
+        now = self.clock.seconds()
+        for backend in pool.backends:
+            backend.setState(BackendState.DOWN, "test", now - 200)
+            backend.setState(BackendState.UP, "test", now - 200)
+        pool.backend("p1").setState(BackendState.DOWN, "test", now - 50)
+        pool.backend("p1").setState(BackendState.UP, "test", now - 50)
+        answer = self.request("GET", "/api/pools/p/explain").json()
+        self.assertEqual(
+            [b["effective_weight"] for b in answer["backends"]], [0.55, 1, 1]
+        )
+
+    def test_noneAvailable(self) -> None:
+        """
+        With every backend out, the answer has no backend and says why.
+        """
+        pool = self.addPool()
+        for backend in pool.backends:
+            backend.setState(BackendState.DISABLED, "maintenance", 0)
+        answer = self.request("GET", "/api/pools/p/explain").json()
+        self.assertIsNone(answer["backend"])
+        self.assertEqual(
+            answer["why"],
+            'no backend available in pool "p": 3 of 3 disabled (p1: maintenance)',
+        )
+
+    def test_errors(self) -> None:
+        """
+        An unknown pool is 404, a write 405, and an unknown parameter or a
+        bad address 400.
+        """
+        self.assertJSONError(
+            self.request("GET", "/api/pools/nope/explain"), 404, 'unknown pool "nope"'
+        )
+        self.assertEqual(self.request("POST", "/api/pools/app/explain").code, 405)
+        self.assertJSONError(
+            self.request("GET", "/api/pools/app/explain?colour=red"),
+            400,
+            'unknown parameter "colour": use key, client_ip, path, header.NAME, '
+            "cookie.NAME or sticky",
+        )
+        self.assertJSONError(
+            self.request("GET", "/api/pools/app/explain?client_ip=nowhere"),
+            400,
+            'client_ip "nowhere" is not an IP address',
+        )

@@ -13,6 +13,7 @@ from lbtwist.attempts import Attempts, Lease
 from lbtwist.backend import Backend
 from lbtwist.failures import UpstreamFailure
 from lbtwist.pool import BackendPool
+from lbtwist.strategies import Choice
 
 from .doubles import makeConfig
 
@@ -21,7 +22,7 @@ def build(retries: int = 2) -> tuple[Clock, BackendPool, Attempts]:
     clock = Clock()
     pool = BackendPool(makeConfig().pools[0])
 
-    def choose(now: float, tried: Collection[Backend]) -> Backend | None:
+    def choose(now: float, tried: Collection[Backend]) -> Choice | None:
         return pool.choose(now, exclude=tried)
 
     return clock, pool, Attempts(clock, choose, retries, "GET /")
@@ -166,7 +167,7 @@ class WhenReadyTests(SynchronousTestCase):
         clock = Clock()
         pool = BackendPool(makeConfig(health=dict(health)).pools[0])
 
-        def choose(now: float, tried: Collection[Backend]) -> Backend | None:
+        def choose(now: float, tried: Collection[Backend]) -> Choice | None:
             return pool.choose(now, exclude=tried)
 
         return clock, pool, Attempts(clock, choose, 2, "GET /", pool)

@@ -917,7 +917,8 @@ class ChoiceErrorTests(ConfigErrorAssertions):
                 (
                     changed("pool", strategy="random"),
                     'pool "app": strategy "random" is not one of "round-robin", '
-                    '"weighted-round-robin", "least-connections"',
+                    '"weighted-round-robin", "least-connections", "random-two", '
+                    '"consistent-hash", "peak-ewma"',
                 ),
                 (
                     changed("health", check="icmp"),
@@ -1537,7 +1538,7 @@ class QuickFormTests(SynchronousTestCase):
             (
                 {"listen": [], "backends": backend, "strategy": "random"},
                 '--strategy "random" is not one of "round-robin", "weighted-round-robin", '
-                '"least-connections"',
+                '"least-connections", "random-two", "consistent-hash", "peak-ewma"',
             ),
             (
                 {"listen": [], "backends": backend, "healthPath": "healthz"},
@@ -2002,5 +2003,198 @@ class HTTPSBackendConfigTests(ConfigErrorAssertions):
                     'pool "app" ca_file: /nonexistent/ca.pem: cannot read: No such '
                     "file or directory",
                 ),
+            ]
+        )
+
+
+class StrategySettingsTests(ConfigErrorAssertions):
+    """
+    The settings of the strategies that take any: C{hash_key},
+    C{hash_balance_factor} and C{ewma_decay}.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        Consistent hashing places by client address with a 125% bound;
+        peak-EWMA decays over 10 seconds.
+        """
+        pool = parseConfig(changed("pool", strategy="consistent-hash")).pools[0]
+        self.assertEqual(
+            (pool.hash_key, pool.hash_balance_factor, pool.ewma_decay),
+            ("client_ip", 125, 10.0),
+        )
+
+    def test_accepted(self) -> None:
+        """
+        Every kind of hash key is accepted, and a factor of 0 turns the
+        bound off.
+        """
+        for key in ("client_ip", "path", "header:X-User", "cookie:sid", "query:u"):
+            with self.subTest(key=key):
+                document = changed(
+                    "pool",
+                    strategy="consistent-hash",
+                    hash_key=key,
+                    hash_balance_factor=0,
+                )
+                pool = parseConfig(document).pools[0]
+                self.assertEqual((pool.hash_key, pool.hash_balance_factor), (key, 0))
+        pool = parseConfig(changed("pool", strategy="peak-ewma", ewma_decay=2.5)).pools[0]
+        self.assertEqual(pool.ewma_decay, 2.5)
+
+    def test_errors(self) -> None:
+        """
+        Bad keys, factors below 100, and settings of another strategy are
+        refused, naming the pool and the key.
+        """
+        hashing = {"strategy": "consistent-hash"}
+        self.assertErrors(
+            [
+                (
+                    changed("pool", hash_key="ip", **hashing),
+                    'pool "app": hash_key "ip" is not one of client_ip, path, '
+                    "header:NAME, cookie:NAME, query:NAME",
+                ),
+                (
+                    changed("pool", hash_key="header:", **hashing),
+                    'pool "app": hash_key "header:" is not one of client_ip, path, '
+                    "header:NAME, cookie:NAME, query:NAME",
+                ),
+                (
+                    changed("pool", hash_key="header:X User", **hashing),
+                    'pool "app": hash_key "X User" is not a valid header name',
+                ),
+                (
+                    changed("pool", hash_balance_factor=99, **hashing),
+                    'pool "app": hash_balance_factor must be 0 (no bound) or at '
+                    "least 100",
+                ),
+                (
+                    changed("pool", hash_key="path"),
+                    'pool "app": hash_key needs strategy = "consistent-hash"',
+                ),
+                (
+                    changed("pool", hash_balance_factor=150, strategy="random-two"),
+                    'pool "app": hash_balance_factor needs strategy = '
+                    '"consistent-hash"',
+                ),
+                (
+                    changed("pool", ewma_decay=5.0, **hashing),
+                    'pool "app": ewma_decay needs strategy = "peak-ewma"',
+                ),
+            ]
+        )
+
+    def test_tcpPools(self) -> None:
+        """
+        A TCP pool can hash only the client address, and cannot measure
+        response latency.
+        """
+        document = {
+            "frontend": [
+                {"name": "pg", "listen": "tcp:5432", "pool": "db", "mode": "tcp"}
+            ],
+            "pool": [
+                {
+                    "name": "db",
+                    "strategy": "consistent-hash",
+                    "hash_key": "path",
+                    "backend": [{"url": "tcp://127.0.0.1:5433"}],
+                }
+            ],
+        }
+        self.assertErrors(
+            [
+                (
+                    document,
+                    'pool "db": hash_key "path" needs http:// backends; a TCP '
+                    "pool can only hash client_ip",
+                )
+            ]
+        )
+        document["pool"][0].pop("hash_key")  # type: ignore[index, union-attr]
+        self.assertEqual(parseConfig(document).pools[0].hash_key, "client_ip")
+        document["pool"][0]["strategy"] = "peak-ewma"  # type: ignore[index]
+        self.assertErrors(
+            [
+                (
+                    document,
+                    'pool "db": strategy "peak-ewma" needs http:// backends (it '
+                    "measures response latency)",
+                )
+            ]
+        )
+
+
+class StickinessAndSlowStartTests(ConfigErrorAssertions):
+    """
+    C{sticky_cookie}, C{slow_start}, C{[settings] secret} and
+    C{access_log_headers}.
+    """
+
+    def test_accepted(self) -> None:
+        """
+        The keys are read into the pool and the settings.
+        """
+        document = changed("pool", sticky_cookie="lb", slow_start=30.0)
+        document["settings"] = {
+            "secret": "0123456789abcdef",
+            "access_log_headers": ["X-User", "X-Tenant"],
+        }
+        config = parseConfig(document)
+        self.assertEqual(
+            (config.pools[0].sticky_cookie, config.pools[0].slow_start), ("lb", 30.0)
+        )
+        self.assertEqual(config.settings.secret, "0123456789abcdef")
+        self.assertEqual(config.settings.access_log_headers, ("X-User", "X-Tenant"))
+
+    def test_defaults(self) -> None:
+        """
+        No stickiness, no slow start, no secret, no recorded headers.
+        """
+        config = parseConfig(minimalDocument())
+        self.assertEqual(
+            (config.pools[0].sticky_cookie, config.pools[0].slow_start), (None, 0.0)
+        )
+        self.assertIsNone(config.settings.secret)
+        self.assertEqual(config.settings.access_log_headers, ())
+
+    def test_errors(self) -> None:
+        """
+        A cookie name or header name that is not a token, a short secret, a
+        negative slow start and a sticky TCP pool are refused.
+        """
+        short = minimalDocument()
+        short["settings"] = {"secret": "short"}
+        header = minimalDocument()
+        header["settings"] = {"access_log_headers": ["X User"]}
+        tcp = {
+            "frontend": [
+                {"name": "pg", "listen": "tcp:5432", "pool": "db", "mode": "tcp"}
+            ],
+            "pool": [
+                {
+                    "name": "db",
+                    "sticky_cookie": "lb",
+                    "backend": [{"url": "tcp://127.0.0.1:5433"}],
+                }
+            ],
+        }
+        self.assertErrors(
+            [
+                (
+                    changed("pool", sticky_cookie="l b"),
+                    'pool "app": sticky_cookie "l b" is not a valid cookie name',
+                ),
+                (
+                    changed("pool", slow_start=-1.0),
+                    'pool "app": slow_start must be a number >= 0',
+                ),
+                (short, "[settings]: secret must be at least 16 characters"),
+                (
+                    header,
+                    '[settings]: access_log_headers "X User" is not a header name',
+                ),
+                (tcp, 'pool "db": sticky_cookie needs http:// backends'),
             ]
         )

@@ -154,7 +154,7 @@ class MainTests(SynchronousTestCase):
         status, out, err = self.runMain()
         self.assertEqual(
             err.splitlines()[-1],
-            "python -m lbtwist: error: a command is required (check)",
+            "python -m lbtwist: error: a command is required (check, simulate)",
         )
 
     def test_version(self) -> None:

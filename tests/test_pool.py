@@ -5,6 +5,7 @@ Tests for L{lbtwist.pool}.
 
 from __future__ import annotations
 
+from random import Random
 from typing import Collection
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -20,6 +21,7 @@ def makePool(
     check: str = "none",
     weights: tuple[int, ...] = (1, 1, 1),
     cooldown: float = 10.0,
+    **keys: object,
 ) -> BackendPool:
     """
     Make a pool C{app} of backends C{a}, C{b}, C{c}... on 127.0.0.1:9001 and
@@ -49,7 +51,9 @@ def makePool(
             strategy=strategy,
             passive_cooldown=cooldown,
             health=HealthCheckConfig(check=check, rise=2, fall=3),
-        )
+            **keys,  # type: ignore[arg-type]
+        ),
+        random=Random(1),
     )
 
 
@@ -67,8 +71,8 @@ def chooseMany(
     """
     names = []
     for _ in range(count):
-        backend = pool.choose(now, exclude)
-        names.append("-" if backend is None else backend.name)
+        choice = pool.choose(now, exclude)
+        names.append("-" if choice is None else choice.backend.name)
     return "".join(names)
 
 
@@ -248,3 +252,102 @@ class FirstRoundTests(SynchronousTestCase):
         config = makePool().config
         pool = BackendPool(config, 42.0)
         self.assertEqual({b.stateSince for b in pool.backends}, {42.0})
+
+
+class StickyChoiceTests(SynchronousTestCase):
+    """
+    L{BackendPool.choose} with the backend a sticky cookie names.
+    """
+
+    def test_stickyBackendWhileAvailable(self) -> None:
+        """
+        The named backend is chosen while it is available, whatever the
+        strategy would do; the strategy does not move.
+        """
+        pool = makePool()
+        for _ in range(3):
+            choice = pool.choose(0.0, sticky="c")
+            assert choice is not None
+            self.assertEqual((choice.backend.name, choice.why), ("c", "sticky cookie: c"))
+        self.assertEqual(chooseMany(pool, 3), "abc")
+
+    def test_unusableStickyBackend(self) -> None:
+        """
+        A sticky backend that is down, already tried or unknown is passed
+        over, and the explanation says so when it names one.
+        """
+        pool = makePool()
+        pool.backend("b").setState(BackendState.DOWN, "test", 0.0)
+        choice = pool.choose(0.0, sticky="b")
+        assert choice is not None
+        self.assertEqual(
+            (choice.backend.name, choice.why),
+            ("a", "round robin: a; sticky cookie for b not usable"),
+        )
+        choice = pool.choose(0.0, exclude=[pool.backend("c")], sticky="c")
+        assert choice is not None
+        self.assertNotEqual(choice.backend.name, "c")
+        choice = pool.choose(0.0, sticky="zz")
+        assert choice is not None
+        self.assertIn("sticky cookie for zz not usable", choice.why)
+
+
+class SlowStartTests(SynchronousTestCase):
+    """
+    C{slow_start}: a backend that comes up ramps from 10% to 100% of its
+    weight.
+    """
+
+    def test_rampAfterComingUp(self) -> None:
+        """
+        A backend that came up 25 of 100 seconds ago has 10% + 90% * 25% of
+        its weight, and gets that share of the requests.
+        """
+        pool = makePool("weighted-round-robin", weights=(4, 4), slow_start=100.0)
+        a, b = pool.backends
+        a.setState(BackendState.DOWN, "test", 0.0)
+        a.setState(BackendState.UP, "test", 0.0)
+        b.setState(BackendState.DOWN, "test", 75.0)
+        b.setState(BackendState.UP, "test", 75.0)
+        names = chooseMany(pool, 1325, now=100.0)
+        self.assertEqual(a.effectiveWeight, 4.0)
+        self.assertEqual(b.ramp, 0.1 + 0.9 * 0.25)
+        self.assertEqual(names.count("b"), round(1325 * 1.3 / 5.3))
+        choice = pool.choose(100.0, exclude=[a])
+        assert choice is not None
+        self.assertEqual(choice.why, "weighted round robin: b (weight 1.3); slow start 32%")
+
+    def test_fullWeightAfterRamp(self) -> None:
+        """
+        After C{slow_start} seconds, and without slow start, the weight is
+        whole.
+        """
+        pool = makePool("weighted-round-robin", slow_start=10.0)
+        backend = pool.backends[0]
+        backend.setState(BackendState.DOWN, "test", 0.0)
+        backend.setState(BackendState.UP, "test", 0.0)
+        pool.choose(10.0)
+        self.assertEqual(backend.ramp, 1.0)
+        self.assertEqual(backend.slowStart(5.0, 0.0), 1.0)
+        self.assertEqual(backend.slowStart(5.0, 10.0), 0.55)
+
+
+class ObserveTests(SynchronousTestCase):
+    """
+    L{BackendPool.observe} feeds the strategy, and a reload keeps what
+    peak-EWMA learned.
+    """
+
+    def test_peakEWMALearnsAndKeepsAcrossReload(self) -> None:
+        """
+        Observed latencies reach the strategy; a pool that adopts the
+        previous one keeps them for the backends it keeps.
+        """
+        pool = makePool("peak-ewma")
+        a = pool.backends[0]
+        pool.observe(a, 0.05, 1.0)
+        self.assertEqual(pool.strategy.latency(a), 0.05)  # type: ignore[attr-defined]
+        reloaded = makePool("peak-ewma")
+        reloaded.adopt(pool)
+        self.assertIs(reloaded.backends[0], a)
+        self.assertEqual(reloaded.strategy.latency(a), 0.05)  # type: ignore[attr-defined]

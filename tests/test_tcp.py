@@ -575,6 +575,8 @@ class AccountingTests(SynchronousTestCase):
                 "backend": "127.0.0.1:5432",
                 "attempts": 1,
                 "retry_reasons": [],
+                "strategy": "round-robin",
+                "choice": "round robin: 127.0.0.1:5432",
                 "from_client": 5,
                 "to_client": 3,
                 "duration_ms": 250.0,

@@ -214,7 +214,11 @@ class FakeEndpoint:
 class FakeAccessLog:
     """
     Collects access log records.
+
+    @ivar headers: The header fields records keep (none).
     """
+
+    headers: tuple[bytes, ...] = ()
 
     def __init__(self) -> None:
         self.records: list[Any] = []
