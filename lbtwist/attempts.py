@@ -83,7 +83,8 @@ class Attempts:
     The attempts made for one request or connection.
 
     @ivar tried: The backends tried so far, in order.
-    @ivar choices: Why each of them was chosen (L{Choice.why}), in order.
+    @ivar choices: Each of them as chosen, with why (L{Choice.why}), in
+        order.
     @ivar retryReasons: Why each further attempt was made (or not), for the
         access log: C{"app-1: connection refused"}.
     @ivar lastFailure: The last attempt's failure, if any.
@@ -116,7 +117,7 @@ class Attempts:
         self._timer: IDelayedCall | None = None
         self._stopWatching: Callable[[], None] | None = None
         self.tried: list[Backend] = []
-        self.choices: list[str] = []
+        self.choices: list[Choice] = []
         self.retryReasons: list[str] = []
         self.lastFailure: UpstreamFailure | None = None
 
@@ -135,7 +136,7 @@ class Attempts:
         @param proceed: Makes the first attempt (calls L{next}).
         """
         pool = self._pool
-        if pool is None:
+        if pool is None or not pool.firstRoundPending:
             proceed()
             return
         deadline = self._clock.seconds() + pool.config.health.timeout
@@ -194,7 +195,7 @@ class Attempts:
             return None
         backend = choice.backend
         self.tried.append(backend)
-        self.choices.append(choice.why)
+        self.choices.append(choice)
         return Lease(backend, now)
 
     def succeeded(self, lease: Lease) -> None:
@@ -207,8 +208,9 @@ class Attempts:
         change = lease.backend.requestSucceeded(now)
         if change is not None:
             logStateChange(change)
-        if self._pool is not None:
-            self._pool.observe(lease.backend, now - lease.started, now)
+        pool = self._pool
+        if pool is not None and pool.strategy.measuresLatency:
+            pool.observe(lease.backend, now - lease.started, now)
 
     def failed(
         self, lease: Lease, failure: UpstreamFailure, notReplayable: str | None = None

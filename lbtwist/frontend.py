@@ -24,6 +24,7 @@ from lbtwist._http.server import HTTPServerChannel, IServerFrontend, ServerSetti
 from lbtwist.accesslog import AccessLog, AccessRecord
 from lbtwist.config import FrontendConfig
 from lbtwist.stats import FrontendStats
+from lbtwist.strategies import Choice
 
 __all__ = ["HTTPFrontend", "serverSettings"]
 
@@ -182,7 +183,7 @@ class HTTPFrontend(Factory):
         status: int,
         sentBytes: int,
         strategy: str | None = None,
-        choice: str | None = None,
+        choice: Choice | None = None,
     ) -> None:
         """
         Count a finished request and write its access log line.
@@ -225,7 +226,7 @@ class HTTPFrontend(Factory):
                 userAgent=userAgent,
                 requestId=requestId,
                 strategy=strategy,
-                choice=choice,
+                choice=None if choice is None else choice.why,
                 headers=tuple(recorded),
             )
         )

@@ -50,6 +50,7 @@ class BackendPool:
             config, Random() if random is None else random
         )
         self._byName = {backend.name: backend for backend in self.backends}
+        self._firstRoundDone = False
 
     def choose(
         self,
@@ -82,22 +83,23 @@ class BackendPool:
         if sticky is not None:
             preferred = self._byName.get(sticky)
             if preferred is not None and eligible(preferred):
-                return Choice(preferred, f"sticky cookie: {preferred.name}")
+                return Choice(preferred, "sticky cookie: {}", preferred.name)
         slowStart = self.config.slow_start
         if slowStart:
             for backend in self.backends:
                 backend.slowStart(now, slowStart)
         choice = (strategy or self.strategy).choose(self.backends, eligible, key)
-        if choice is None:
-            return None
-        reasons = []
+        if choice is None or (sticky is None and choice.backend.ramp == 1.0):
+            return choice
+        notes = "{}"
+        values: list[object] = [choice.why]
         if sticky is not None:
-            reasons.append(f"sticky cookie for {sticky} not usable")
+            notes += "; sticky cookie for {} not usable"
+            values.append(sticky)
         if choice.backend.ramp < 1.0:
-            reasons.append(f"slow start {choice.backend.ramp:.0%}")
-        if reasons:
-            return Choice(choice.backend, f"{choice.why}; " + "; ".join(reasons))
-        return choice
+            notes += "; slow start {:.0%}"
+            values.append(choice.backend.ramp)
+        return Choice(choice.backend, notes, *values)
 
     def observe(self, backend: Backend, latency: float, now: float) -> None:
         """
@@ -124,9 +126,15 @@ class BackendPool:
         Whether the pool's first round of active checks is not complete:
         some backend is down only because no check of it has finished yet
         (see L{Backend.awaitingFirstCheck}).  Never true with
-        C{check = "none"} or C{initial_state = "up"}.
+        C{check = "none"} or C{initial_state = "up"}.  Once the round is
+        complete it stays so (until L{adopt} changes the backends), and
+        this costs nothing per request.
         """
-        return any(backend.awaitingFirstCheck for backend in self.backends)
+        if self._firstRoundDone:
+            return False
+        pending = any(backend.awaitingFirstCheck for backend in self.backends)
+        self._firstRoundDone = not pending
+        return pending
 
     def whenChecked(self, callback: Callable[[], None]) -> Callable[[], None]:
         """
@@ -198,6 +206,7 @@ class BackendPool:
             running.reconfigure(backend.config, config.health, config.passive_cooldown)
             self.backends[index] = running
         self._byName = {backend.name: backend for backend in self.backends}
+        self._firstRoundDone = False
         self.strategy.adopt(previous.strategy, self.backends)
 
     def backend(self, name: str) -> Backend:

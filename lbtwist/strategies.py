@@ -15,7 +15,6 @@ import math
 from random import Random
 from typing import Callable, Mapping, Sequence
 
-from attrs import frozen
 from zope.interface import Attribute, Interface, implementer
 
 from lbtwist.backend import Backend
@@ -42,6 +41,10 @@ class IStrategy(Interface):
 
     usesWeights = Attribute(
         "Whether the choice depends on the backends' C{weight} (a C{bool})."
+    )
+    measuresLatency = Attribute(
+        "Whether the strategy learns from L{observe} (a C{bool}); when not, "
+        "callers need not tell it latencies."
     )
 
     def choose(
@@ -91,18 +94,42 @@ class IStrategy(Interface):
         """
 
 
-@frozen
 class Choice:
     """
     A strategy's choice and why it made it.
 
+    The explanation is kept as a template and the values it needs, taken
+    when the choice is made, and formatted only when it is read (most
+    requests are never explained to anyone).
+
     @ivar backend: The chosen backend.
-    @ivar why: A short explanation for access logs and the C{explain} API,
-        e.g. C{"p2c: app-2 (2 in flight) over app-1 (5 in flight)"}.
     """
 
-    backend: Backend
-    why: str
+    __slots__ = ("backend", "_template", "_values")
+
+    def __init__(self, backend: Backend, why: str, *values: object) -> None:
+        """
+        @param backend: The chosen backend.
+        @param why: The explanation, or a L{str.format} template of it.
+        @param values: The template's values; none if C{why} is the
+            explanation itself.
+        """
+        self.backend = backend
+        self._template = why
+        self._values = values
+
+    @property
+    def why(self) -> str:
+        """
+        A short explanation for access logs and the C{explain} API, e.g.
+        C{"p2c: app-2 (2 in flight) over app-1 (5 in flight)"}.
+        """
+        if self._values:
+            return self._template.format(*self._values)
+        return self._template
+
+    def __repr__(self) -> str:
+        return f"<Choice {self.backend.name}: {self.why}>"
 
 
 class _Picking:
@@ -111,19 +138,22 @@ class _Picking:
     and measure nothing: L{choose} is L{pick} with an explanation.
     """
 
-    label = ""
-    """How the explanation names the strategy, e.g. C{"round robin"}."""
+    measuresLatency = False
+
+    template = ""
+    """The explanation, a L{str.format} template of L{explain}'s values,
+    e.g. C{"round robin: {}"}."""
 
     def pick(
         self, backends: Sequence[Backend], eligible: Callable[[Backend], bool]
     ) -> Backend | None:
         raise NotImplementedError()
 
-    def describe(self, backend: Backend) -> str:
+    def explain(self, backend: Backend) -> tuple[object, ...]:
         """
-        @return: What the explanation says of the chosen backend.
+        @return: The values L{template} explains the chosen backend with.
         """
-        return backend.name
+        return (backend.name,)
 
     def choose(
         self,
@@ -137,7 +167,7 @@ class _Picking:
         backend = self.pick(backends, eligible)
         if backend is None:
             return None
-        return Choice(backend, f"{self.label}: {self.describe(backend)}")
+        return Choice(backend, self.template, *self.explain(backend))
 
     def adopt(self, previous: IStrategy, backends: Sequence[Backend]) -> None:
         """
@@ -155,6 +185,8 @@ class _Choosing:
     The part of L{IStrategy} shared by strategies whose primitive is
     L{choose}: L{pick} is L{choose} without a key.
     """
+
+    measuresLatency = False
 
     def choose(
         self,
@@ -204,7 +236,7 @@ class RoundRobin(_Picking):
     Weights are ignored.
     """
 
-    label = "round robin"
+    template = "round robin: {}"
 
     usesWeights = False
 
@@ -246,13 +278,13 @@ class WeightedRoundRobin(_Picking):
     An ineligible backend is skipped and its current weight left as it is.
     """
 
-    label = "weighted round robin"
+    template = "weighted round robin: {} (weight {:g})"
 
-    def describe(self, backend: Backend) -> str:
+    def explain(self, backend: Backend) -> tuple[object, ...]:
         """
         @return: The backend's name and weight.
         """
-        return f"{backend.name} (weight {backend.effectiveWeight:g})"
+        return (backend.name, backend.effectiveWeight)
 
     usesWeights = True
 
@@ -294,13 +326,18 @@ class LeastConnections(_Picking):
     (least C{active / weight}); ties are broken round robin.
     """
 
-    label = "least connections"
+    template = "least connections: {} ({} in flight{})"
 
-    def describe(self, backend: Backend) -> str:
+    def explain(self, backend: Backend) -> tuple[object, ...]:
         """
-        @return: The backend's name and load.
+        @return: The backend's name, load and weight (when not 1).
         """
-        return _describeLoad(backend)
+        weight = backend.effectiveWeight
+        return (
+            backend.name,
+            backend.active,
+            "" if weight == 1 else f", weight {weight:g}",
+        )
 
     usesWeights = True
 
@@ -555,6 +592,8 @@ class PeakEWMA(_Choosing):
     """
 
     usesWeights = True
+
+    measuresLatency = True
 
     PENALTY = 10.0
     """

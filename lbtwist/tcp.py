@@ -498,7 +498,7 @@ class _ClientConnection(Protocol):
                 duration=now - self._opened,
                 outcome=self._outcome or "closed",
                 strategy=self._pool.config.strategy,
-                choice=self._attempts.choices[-1] if self._attempts.choices else None,
+                choice=self._attempts.choices[-1].why if self._attempts.choices else None,
             )
         )
 

@@ -26,6 +26,7 @@ backend's in-flight count is held by its L{lbtwist.attempts.Lease}.
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any, Callable, Collection, Protocol, cast
 
 from twisted.internet.defer import Deferred, gatherResults
@@ -97,7 +98,7 @@ class RequestRecorder(Protocol):
         status: int,
         sentBytes: int,
         strategy: str | None = None,
-        choice: str | None = None,
+        choice: Choice | None = None,
     ) -> None:
         """
         @param request: The request.
@@ -105,7 +106,7 @@ class RequestRecorder(Protocol):
         @param attempts: How many backends were tried.
         @param retryReasons: Why each retry was made, or not made.
         @param strategy: The pool's strategy.
-        @param choice: Why the last backend tried was chosen.
+        @param choice: The last backend tried, as chosen (with why).
         @param status: The status sent (0 if none was).
         @param sentBytes: The bytes sent to the client.
         """
@@ -274,7 +275,9 @@ class _Forward:
         self._stuckTo = None if sticky is None else sticky.read(request.headers)
         self._attempts = Attempts(
             proxy.clock,
-            self._choose,
+            # Not a method of this object: that would make a reference
+            # cycle, left for the garbage collector after every request.
+            partial(proxy.choose, request=request),
             proxy.retries,
             _What(method, request.target),  # type: ignore[arg-type]
             proxy.pool,
@@ -319,9 +322,6 @@ class _Forward:
         request.notifyDone(self._done)
 
     # Attempts
-
-    def _choose(self, now: float, tried: Collection[Backend]) -> Choice | None:
-        return self._proxy.choose(now, tried, self._request)
 
     def start(self) -> None:
         """
