@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.interfaces import IReactorTCP
@@ -21,6 +20,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from lbtwist.config import Config, parseConfig
+from lbtwist.listener import Listener
 
 __all__ = ["DemoBackend", "demoServices", "demoConfig"]
 
@@ -118,19 +118,17 @@ def demoServices(
     @param ports: One TCP port per backend; the backends are named
         C{demo-1}, C{demo-2}, ... in this order.
     @param interface: The address the backends listen on.
-    @return: Unstarted L{StreamServerEndpointService}s serving
-        L{DemoBackend}s, in C{ports} order.
+    @return: Unstarted L{Listener}s serving L{DemoBackend}s, in C{ports}
+        order.
     """
     services: list[IService] = []
     for index, port in enumerate(ports, start=1):
         site = _QuietSite(DemoBackend(f"demo-{index}"))
-        endpoint = TCP4ServerEndpoint(
-            reactor, port, interface=interface
+        endpoint = TCP4ServerEndpoint(reactor, port, interface=interface)
+        # A port already in use stops twistd with one line naming it.
+        services.append(
+            Listener(endpoint, site, f"tcp:{port}", f"demo backend demo-{index}")
         )
-        service = StreamServerEndpointService(endpoint, site)
-        # A port already in use stops twistd instead of being only logged.
-        service._raiseSynchronously = True
-        services.append(service)
     return services
 
 

@@ -13,11 +13,9 @@ from typing import Any, Callable, Sequence
 
 from attrs import evolve, fields, frozen
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -37,6 +35,7 @@ from lbtwist.config import (
     loadConfig,
 )
 from lbtwist.frontend import HTTPFrontend
+from lbtwist.listener import ListenError, Listener, StartupError, listenFailure
 from lbtwist.health import HealthCheck, ProbeResult, healthAgent, probeFor, probeOnce
 from lbtwist.metrics import metricsRegistry
 from lbtwist.pool import BackendPool
@@ -69,50 +68,14 @@ def describeAddress(port: IListeningPort) -> str:
     return "%s:%d" % (host, getattr(address, "port"))
 
 
-class StartupError(Exception):
+class FrontendListener(Listener):
     """
-    lbtwist cannot start; C{str()} of it is one line naming what and why.
-    """
-
-
-class ListenError(StartupError):
-    """
-    A listener cannot listen; C{str()} of it is one line naming the
-    listener, the endpoint and the cause, e.g. C{frontend "web": cannot
-    listen on tcp:8080: address already in use}.
-    """
-
-
-def _listenFailure(error: BaseException) -> str:
-    """
-    Why listening (or opening a file) failed, in a few words: C{"address
-    already in use"}, C{"permission denied"}, or the error's own text.
-
-    @param error: What the endpoint (or C{open}) raised.
-    """
-    cause: BaseException | None = error
-    if isinstance(error, CannotListenError):
-        cause = error.socketError
-    if isinstance(cause, OSError) and cause.strerror:
-        reason = cause.strerror
-        return reason[:1].lower() + reason[1:]
-    return str(error) or type(error).__name__
-
-
-class FrontendListener(StreamServerEndpointService):
-    """
-    Listens on one endpoint of a frontend; a bind failure raises
-    L{ListenError} from L{privilegedStartService}. Its owner logs the
-    address with L{announce} once every listener it starts listens.
+    Listens on one endpoint of a frontend (or of the admin listener); a bind
+    failure raises L{ListenError} from L{privilegedStartService}. Its owner
+    logs the address with L{announce} once every listener it starts listens.
 
     @ivar frontend: The frontend's name.
-    @ivar description: The endpoint's description, as configured.
-    @ivar label: How errors name the listener: C{'frontend "web"'}, or
-        C{"admin"} for the admin listener.
-    @ivar port: The listening port, once bound.
     """
-
-    _raiseSynchronously = True
 
     def __init__(
         self,
@@ -125,43 +88,18 @@ class FrontendListener(StreamServerEndpointService):
         """
         @param frontend: The frontend's name (for the log).
         @param endpoint: The server endpoint.
-        @param factory: The protocol factory (a L{ProxySite}).
+        @param factory: The protocol factory.
         @param description: The endpoint's description, as configured.
-        @param label: See L{FrontendListener.label}; by default
-            C{frontend "<frontend>"}.
+        @param label: How errors name the listener: by default
+            C{frontend "<frontend>"}, or C{"admin"} for the admin listener.
         """
-        super().__init__(endpoint, factory)
+        super().__init__(
+            endpoint,
+            factory,
+            description,
+            f'frontend "{frontend}"' if label is None else label,
+        )
         self.frontend = frontend
-        self.description = description
-        self.label = f'frontend "{frontend}"' if label is None else label
-        self.port: IListeningPort | None = None
-
-    def privilegedStartService(self) -> None:
-        """
-        Start listening.
-
-        @raise ListenError: If the endpoint cannot listen.
-        """
-        try:
-            super().privilegedStartService()
-        except Exception as e:
-            raise ListenError(
-                f"{self.label}: cannot listen on {self.description}: "
-                f"{_listenFailure(e)}"
-            ) from e
-        assert self._waitingForPort is not None
-        self._waitingForPort.addCallback(self._bound)
-
-    def _bound(self, port: IListeningPort) -> IListeningPort:
-        self.port = port
-        return port
-
-    def stopService(self) -> Deferred[None]:
-        """
-        Stop listening.
-        """
-        self.port = None
-        return super().stopService()  # type: ignore[no-any-return]
 
     def announce(self) -> None:
         """
@@ -415,7 +353,7 @@ class LoadBalancer(MultiService):
         except OSError as e:
             raise StartupError(
                 f"[settings] access_log: cannot open {settings.access_log}: "
-                f"{_listenFailure(e)}"
+                f"{listenFailure(e)}"
             ) from None
         self._probeAgent = healthAgent(reactor)
         self._connections: dict[str, BackendConnections] = {}

@@ -257,8 +257,8 @@ def _observe(deferred: Deferred[_T]) -> Deferred[_T]:
 def whenListening(listeners: Iterable[Any]) -> Callable[[], Deferred[list[Any]]]:
     """
     For L{SystemdService}: a callable that waits for every listener (a
-    L{StreamServerEndpointService}, once started) to listen, and fires with
-    their listening ports.
+    L{lbtwist.listener.Listener}) to listen, and fires with their listening
+    ports.
 
     @param listeners: The listening services, read when the callable is
         called (that is, when the service tree has started).
@@ -266,7 +266,7 @@ def whenListening(listeners: Iterable[Any]) -> Callable[[], Deferred[list[Any]]]
 
     def waitForPorts() -> Deferred[list[Any]]:
         return gatherResults(
-            [_observe(listener._waitingForPort) for listener in listeners],
+            [listener.whenListening() for listener in listeners],
             consumeErrors=True,
         )
 

@@ -176,7 +176,8 @@ def makeService(options: Options) -> IService:
     """
     from twisted.internet import reactor
 
-    from lbtwist.service import StartupError, makeService as serviceFor
+    from lbtwist.listener import StartupError
+    from lbtwist.service import makeService as serviceFor
 
     try:
         root = serviceFor(options["parsed"], reactor)
@@ -206,7 +207,7 @@ class OneLineStartFailure(MultiService):
 
         @raise SystemExit: With status 1, if a listener cannot listen.
         """
-        from lbtwist.service import StartupError
+        from lbtwist.listener import StartupError
 
         try:
             super().privilegedStartService()

@@ -6,13 +6,13 @@ Tests for L{lbtwist.demo}.
 from __future__ import annotations
 
 from treq.testing import StubTreq
-from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
 from lbtwist.config import ConfigError
 from lbtwist.demo import DemoBackend, demoConfig, demoServices
+from lbtwist.listener import Listener
 
 
 class DemoBackendTests(SynchronousTestCase):
@@ -95,8 +95,16 @@ class DemoServicesTests(SynchronousTestCase):
         """
         reactor = MemoryReactorClock()
         services = demoServices(reactor, ports=(9101, 9102, 9103), interface="::1")
+        self.assertEqual(
+            [(s.label, s.description) for s in services],  # type: ignore[attr-defined]
+            [
+                ("demo backend demo-1", "tcp:9101"),
+                ("demo backend demo-2", "tcp:9102"),
+                ("demo backend demo-3", "tcp:9103"),
+            ],
+        )
         for service in services:
-            self.assertIsInstance(service, StreamServerEndpointService)
+            self.assertIsInstance(service, Listener)
             service.startService()
             self.addCleanup(service.stopService)
         listening = [

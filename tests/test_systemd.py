@@ -16,7 +16,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import CannotListenError
@@ -28,6 +27,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from lbtwist.config import loadConfig
+from lbtwist.listener import Listener
 from lbtwist.systemd import SystemdNotifier, SystemdService, whenListening
 
 CONTRIB = Path(__file__).resolve().parent.parent / "contrib" / "systemd"
@@ -651,7 +651,7 @@ class SystemdServiceTests(SynchronousTestCase):
 
 class WhenListeningTests(SynchronousTestCase):
     """
-    L{whenListening} waits for L{StreamServerEndpointService}s in a tree.
+    L{whenListening} waits for L{Listener}s in a tree.
     """
 
     def setUp(self) -> None:
@@ -665,7 +665,8 @@ class WhenListeningTests(SynchronousTestCase):
         endpoints = [_Endpoint(), _Endpoint()]
         root = MultiService()
         listeners = [
-            StreamServerEndpointService(endpoint, Factory()) for endpoint in endpoints
+            Listener(endpoint, Factory(), "tcp:0", f"listener {index}")
+            for index, endpoint in enumerate(endpoints)
         ]
         for listener in listeners:
             listener.setServiceParent(root)
@@ -692,7 +693,7 @@ class WhenListeningTests(SynchronousTestCase):
         started: before, they have no L{Deferred} yet.
         """
         endpoint = _Endpoint()
-        listener = StreamServerEndpointService(endpoint, Factory())
+        listener = Listener(endpoint, Factory(), "tcp:0", "listener")
         waitForPorts = whenListening([listener])
         listener.privilegedStartService()
         waiting = waitForPorts()

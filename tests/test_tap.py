@@ -251,7 +251,8 @@ class ServiceTreeTests(SynchronousTestCase):
         from twisted.application.service import Service
         from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
-        from lbtwist.service import ListenError, LoadBalancer
+        from lbtwist.listener import ListenError
+        from lbtwist.service import LoadBalancer
         from lbtwist.tap import OneLineStartFailure, makeService as tapService
 
         options = Options()
