@@ -16,6 +16,7 @@ import ipaddress
 import math
 import os
 import re
+import string
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -34,6 +35,11 @@ __all__ = [
     "Config",
     "ConfigError",
     "FrontendConfig",
+    "HeaderRules",
+    "RouteConfig",
+    "HEADER_PLACEHOLDERS",
+    "REDIRECT_PLACEHOLDERS",
+    "FORBIDDEN_RULE_HEADERS",
     "FrontendTLSConfig",
     "HealthCheckConfig",
     "PoolConfig",
@@ -257,13 +263,78 @@ class FrontendTLSConfig:
 
 
 @frozen
+class HeaderRules:
+    """
+    Header fields a frontend or route sets, adds or removes, on requests
+    (before they go upstream) or on responses (before they go to the
+    client).  Values may use the placeholders L{HEADER_PLACEHOLDERS}.
+
+    @ivar set: C{(name, value)} pairs: the field is replaced by this value.
+    @ivar add: C{(name, value)} pairs: a field line is added.
+    @ivar remove: Names of fields removed.
+    """
+
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        """
+        @return: Whether there is any rule.
+        """
+        return bool(self.set or self.add or self.remove)
+
+
+@frozen
+class RouteConfig:
+    """
+    One C{[[frontend.route]]}: what requests (HTTP frontends) or TLS
+    connections (TCP frontends, by SNI) it matches, and where they go.  The
+    first matching route of a frontend wins, in file order.
+
+    @ivar host: HTTP: host names (lower case) the C{Host} must be, port
+        ignored; C{"*.example.org"} matches one label; empty: any host.
+    @ivar path_prefix: HTTP: the normalised path must start with it.
+    @ivar path_regex: HTTP: the normalised path must match it (re.search).
+    @ivar methods: HTTP: the request method must be one of them; empty: any.
+    @ivar headers: HTTP: C{(lower-case name, value)}: each field must be
+        present with exactly this value.
+    @ivar sni: TCP: server names (lower case; C{"*.b.example"} matches one
+        label) the TLS ClientHello must carry.
+    @ivar pool: Where matching requests go, or L{None} for a redirect.
+    @ivar strip_prefix: HTTP: the backend sees the path without
+        C{path_prefix} (at least C{"/"}).
+    @ivar redirect: HTTP: answer with a redirect to this URL template
+        (placeholders C{{scheme}}, C{{host}}, C{{path}}) instead of
+        forwarding.
+    @ivar redirect_status: HTTP: 301, 302, 307 or 308.
+    @ivar request_headers: HTTP: rules applied after the frontend's.
+    @ivar response_headers: HTTP: rules applied after the frontend's.
+    """
+
+    host: tuple[str, ...] = ()
+    path_prefix: str | None = None
+    path_regex: str | None = None
+    methods: tuple[str, ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    sni: tuple[str, ...] = ()
+    pool: str | None = None
+    strip_prefix: bool = False
+    redirect: str | None = None
+    redirect_status: int = 301
+    request_headers: HeaderRules = HeaderRules()
+    response_headers: HeaderRules = HeaderRules()
+
+
+@frozen
 class FrontendConfig:
     """
     Where clients connect, and which pool serves them.
 
     @ivar name: The frontend's name (C{"frontend-N"} when the file has none).
     @ivar listen: Twisted server endpoint descriptions, e.g. C{"tcp:8080"}.
-    @ivar pool: The name of the pool that serves this frontend.
+    @ivar pool: The name of the pool that serves what no route matches, or
+        L{None} (only with routes): HTTP answers 404, TCP closes.
     @ivar mode: C{"http"} (L7) or C{"tcp"} (L4: bytes are relayed as they are).
     @ivar header_timeout: Seconds to receive a complete request head.
     @ivar idle_timeout: Seconds a keep-alive connection may sit idle.
@@ -282,11 +353,17 @@ class FrontendConfig:
         trusted balancer in front; the client address it carries is the one
         logged, forwarded and sent on.
     @ivar tls: TLS termination, or L{None} for plain connections.
+    @ivar routes: The C{[[frontend.route]]}s, in file order.
+    @ivar request_headers: HTTP: rules for every request, before a route's.
+    @ivar response_headers: HTTP: rules for every response, before a
+        route's.
+    @ivar request_id: HTTP: give each request an C{X-Request-ID} (kept if
+        the client sent a valid one), log it and echo it in the response.
     """
 
     name: str
     listen: tuple[str, ...]
-    pool: str
+    pool: str | None = None
     mode: str = "http"
     header_timeout: float = 10.0
     idle_timeout: float = 60.0
@@ -299,6 +376,19 @@ class FrontendConfig:
     add_forwarded: bool = False
     accept_proxy: bool = False
     tls: FrontendTLSConfig | None = None
+    routes: tuple[RouteConfig, ...] = ()
+    request_headers: HeaderRules = HeaderRules()
+    response_headers: HeaderRules = HeaderRules()
+    request_id: bool = False
+
+    @property
+    def pools(self) -> tuple[str, ...]:
+        """
+        Every pool this frontend sends to: its own and its routes', each
+        once, in order.
+        """
+        names = [self.pool] + [route.pool for route in self.routes]
+        return tuple(dict.fromkeys(name for name in names if name is not None))
 
 
 @frozen
@@ -878,6 +968,44 @@ _FRONTEND = {
     "add_forwarded": _boolean,
     "accept_proxy": _boolean,
     "tls": _table("[frontend.tls]"),
+    "route": _tables("[[frontend.route]]"),
+    "request_headers": _table("[frontend.request_headers]"),
+    "response_headers": _table("[frontend.response_headers]"),
+    "request_id": _boolean,
+}
+
+_ROUTE_HTTP_KEYS = (
+    "host",
+    "path_prefix",
+    "path_regex",
+    "methods",
+    "headers",
+    "strip_prefix",
+    "redirect",
+    "redirect_status",
+    "request_headers",
+    "response_headers",
+)
+
+_ROUTE = {
+    "host": lambda value: _listOf(_hostPattern, allowEmpty=False)(value),
+    "path_prefix": _path,
+    "path_regex": lambda value: _regex(_string(value)),
+    "methods": lambda value: _listOf(_method, allowEmpty=False)(value),
+    "headers": lambda value: _headerMatches(value),
+    "sni": lambda value: _listOf(_hostPattern, allowEmpty=False)(value),
+    "pool": _name,
+    "strip_prefix": _boolean,
+    "redirect": lambda value: _redirect(_string(value)),
+    "redirect_status": lambda value: _redirectStatus(value),
+    "request_headers": _table("[frontend.route.request_headers]"),
+    "response_headers": _table("[frontend.route.response_headers]"),
+}
+
+_HEADER_RULES = {
+    "set": lambda value: _headerValues(value, "set"),
+    "add": lambda value: _headerValues(value, "add"),
+    "remove": lambda value: _listOf(_ruleHeaderName, allowEmpty=True)(value),
 }
 
 _FRONTEND_TLS = {
@@ -1177,6 +1305,241 @@ def _parseFrontendTLS(
     return FrontendTLSConfig(**values)
 
 
+HEADER_PLACEHOLDERS = ("client_ip", "request_id", "scheme", "host")
+"""The placeholders header rule values may use: C{{client_ip}} and so on."""
+
+REDIRECT_PLACEHOLDERS = ("scheme", "host", "path")
+"""The placeholders of a route's C{redirect}; C{{path}} keeps the query."""
+
+FORBIDDEN_RULE_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    }
+)
+"""Hop-by-hop and framing fields: header rules may not touch them."""
+
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+
+
+def _hostPattern(text: str) -> str:
+    """
+    Check a host name a route matches: a name (lower-cased), or
+    C{*.} followed by a name, which matches exactly one more label.
+    """
+    lowered = text.lower().rstrip(".")
+    name = lowered[2:] if lowered.startswith("*.") else lowered
+    if ":" in name and not name.startswith("["):
+        raise _Invalid(f'"{text}" has a port; the port is ignored when matching')
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+        return name
+    except ValueError:
+        pass
+    if not name or not all(_HOST_LABEL.fullmatch(label) for label in name.split(".")):
+        raise _Invalid(f'"{text}" is not a host name or *.name')
+    return lowered
+
+
+def _regex(text: str) -> str:
+    """
+    Check a regular expression.
+    """
+    try:
+        re.compile(text)
+    except re.error as e:
+        raise _Invalid(f'"{text}" is not a valid regular expression: {e}') from None
+    return text
+
+
+def _method(text: str) -> str:
+    """
+    Check an HTTP method: a token (case matters, as in HTTP).
+    """
+    if not _TOKEN.fullmatch(text):
+        raise _Invalid(f'"{text}" is not an HTTP method')
+    return text
+
+
+def _headerMatches(value: object) -> tuple[tuple[str, str], ...]:
+    """
+    Check a route's C{headers}: a table of header names and the exact
+    values they must have.
+    """
+    if not isinstance(value, Mapping):
+        raise _Invalid('must be a table such as { "X-Canary" = "1" }')
+    pairs = []
+    for name, wanted in value.items():
+        if not _TOKEN.fullmatch(name):
+            raise _Invalid(f'has "{name}", which is not a header name')
+        if not isinstance(wanted, str):
+            raise _Invalid(f'"{name}" must be a string')
+        pairs.append((name.lower(), wanted))
+    return tuple(pairs)
+
+
+def _placeholders(text: str, allowed: Sequence[str], what: str) -> None:
+    """
+    Check the C{{name}} placeholders of a template (C{{{} and C{}}} are
+    literal braces).
+
+    @raise _Invalid: On an unknown placeholder, a format spec, or an
+        unmatched brace.
+    """
+    try:
+        parts = list(string.Formatter().parse(text))
+    except ValueError as e:
+        raise _Invalid(f'"{text}" is not a valid {what}: {e}') from None
+    for _, field, spec, conversion in parts:
+        if field is None:
+            continue
+        if field not in allowed or spec or conversion:
+            known = ", ".join("{" + name + "}" for name in allowed)
+            raise _Invalid(
+                f'"{text}" has unknown placeholder "{{{field}}}" (placeholders: {known})'
+            )
+
+
+def _redirect(text: str) -> str:
+    """
+    Check a redirect URL template.
+    """
+    _placeholders(text, REDIRECT_PLACEHOLDERS, "redirect")
+    if not text:
+        raise _Invalid("must not be empty")
+    return text
+
+
+def _redirectStatus(value: object) -> int:
+    """
+    Check a redirect status: 301, 302, 307 or 308.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid("must be 301, 302, 307 or 308")
+    if value not in (301, 302, 307, 308):
+        raise _Invalid("must be 301, 302, 307 or 308")
+    return value
+
+
+def _ruleHeaderName(text: str) -> str:
+    """
+    Check the name of a field a header rule touches: a token, and not a
+    hop-by-hop or framing field.
+    """
+    if not _TOKEN.fullmatch(text):
+        raise _Invalid(f'"{text}" is not a header name')
+    if text.lower() in FORBIDDEN_RULE_HEADERS:
+        raise _Invalid(
+            f'cannot touch "{text}": hop-by-hop and framing fields are '
+            "lbtwist's to write"
+        )
+    return text
+
+
+def _headerValues(value: object, key: str) -> tuple[tuple[str, str], ...]:
+    """
+    Check the C{set} or C{add} table of header rules: names and value
+    templates.
+    """
+    if not isinstance(value, Mapping):
+        raise _Invalid('must be a table such as { "X-Env" = "prod" }')
+    pairs = []
+    for name, template in value.items():
+        _ruleHeaderName(name)
+        if not isinstance(template, str):
+            raise _Invalid(f'"{name}" must be a string')
+        if any(c in template for c in "\r\n\0"):
+            raise _Invalid(f'"{name}" must not contain line breaks or NUL')
+        _placeholders(template, HEADER_PLACEHOLDERS, "header value")
+        pairs.append((name, template))
+    return tuple(pairs)
+
+
+def _parseHeaderRules(table: Mapping[str, object], where: str) -> HeaderRules:
+    """
+    Parse a C{request_headers} or C{response_headers} table.
+    """
+    values = _read(table, where, _HEADER_RULES)
+    return HeaderRules(**values)
+
+
+def _usesRequestID(rules: Sequence[HeaderRules]) -> bool:
+    """
+    Whether any rule value uses the C{{request_id}} placeholder.
+    """
+    return any(
+        "{request_id}" in template
+        for each in rules
+        for _, template in each.set + each.add
+    )
+
+
+def _parseRoute(
+    table: Mapping[str, object],
+    where: str,
+    mode: str,
+    pools: Mapping[str, str],
+) -> RouteConfig:
+    """
+    Parse one C{[[frontend.route]]} of a frontend of C{mode}.
+    """
+    values = _read(table, where, _ROUTE)
+    if mode == "tcp":
+        for key in values:
+            if key not in ("sni", "pool"):
+                raise ConfigError(f'{where}: {key} needs mode = "http"')
+        if "sni" not in values:
+            raise ConfigError(f"{where}: a TCP route needs sni")
+        if "pool" not in values:
+            raise ConfigError(f"{where}: a TCP route needs a pool")
+    elif "sni" in values:
+        raise ConfigError(
+            f'{where}: sni needs mode = "tcp" (an HTTP route matches host)'
+        )
+    if ("pool" in values) == ("redirect" in values):
+        raise ConfigError(f"{where}: a route needs either pool or redirect")
+    if "path_prefix" in values and "path_regex" in values:
+        raise ConfigError(f"{where}: path_prefix and path_regex exclude each other")
+    if values.get("strip_prefix") and "path_prefix" not in values:
+        raise ConfigError(f"{where}: strip_prefix needs path_prefix")
+    if "redirect_status" in values and "redirect" not in values:
+        raise ConfigError(f"{where}: redirect_status needs redirect")
+    if "redirect" in values:
+        for key in ("strip_prefix", "request_headers"):
+            if key in values:
+                raise ConfigError(f"{where}: {key} does not go with redirect")
+    pool = values.get("pool")
+    if pool is not None:
+        _checkFrontendPool(pool, mode, pools, where)
+    for key in ("request_headers", "response_headers"):
+        if key in values:
+            values[key] = _parseHeaderRules(values[key], f"{where} {key}")
+    return RouteConfig(**values)
+
+
+def _checkFrontendPool(
+    pool: str, mode: str, pools: Mapping[str, str], where: str
+) -> None:
+    """
+    Check that C{pool} exists and serves C{mode}.
+    """
+    if pool not in pools:
+        defined = ", ".join(f'"{name}"' for name in pools)
+        raise ConfigError(f'{where}: pool "{pool}" is not defined (pools: {defined})')
+    if pools[pool] != mode:
+        scheme = "tcp://" if pools[pool] == "tcp" else "http://"
+        raise ConfigError(
+            f'{where}: mode "{mode}" cannot use pool "{pool}", whose backends '
+            f"are {scheme} URLs"
+        )
+
+
 def _parseFrontend(
     table: Mapping[str, object],
     index: int,
@@ -1189,18 +1552,30 @@ def _parseFrontend(
     @param directory: Where relative certificate paths start.
     """
     where = _label("frontend", index, table)
-    values = _read(table, where, _FRONTEND, required=("listen", "pool"))
-    pool = values["pool"]
-    if pool not in pools:
-        defined = ", ".join(f'"{name}"' for name in pools)
-        raise ConfigError(f'{where}: pool "{pool}" is not defined (pools: {defined})')
+    values = _read(table, where, _FRONTEND, required=("listen",))
     mode = values.get("mode", "http")
-    if pools[pool] != mode:
-        scheme = "tcp://" if pools[pool] == "tcp" else "http://"
-        raise ConfigError(
-            f'{where}: mode "{mode}" cannot use pool "{pool}", whose backends '
-            f"are {scheme} URLs"
-        )
+    routes = tuple(
+        _parseRoute(route, f"{where} route {number}", mode, pools)
+        for number, route in enumerate(values.pop("route", ()), 1)
+    )
+    if routes:
+        values["routes"] = routes
+    pool = values.get("pool")
+    if pool is None and not routes:
+        raise ConfigError(f'{where}: missing required key "pool"')
+    if pool is not None:
+        _checkFrontendPool(pool, mode, pools, where)
+    for key in ("request_headers", "response_headers", "request_id"):
+        if key in values and mode == "tcp":
+            raise ConfigError(f'{where}: {key} needs mode = "http"')
+    for key in ("request_headers", "response_headers"):
+        if key in values:
+            values[key] = _parseHeaderRules(values[key], f"{where} {key}")
+    rules = [values.get("request_headers", HeaderRules())] + [
+        route.request_headers for route in routes
+    ]
+    if _usesRequestID(rules) and not values.get("request_id", False):
+        raise ConfigError(f"{where}: {{request_id}} in a header rule needs request_id = true")
     if "tls" in values:
         if mode == "tcp" and values.get("accept_proxy", False):
             raise ConfigError(

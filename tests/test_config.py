@@ -27,8 +27,10 @@ from lbtwist.config import (
     Config,
     ConfigError,
     FrontendConfig,
+    HeaderRules,
     HealthCheckConfig,
     PoolConfig,
+    RouteConfig,
     SettingsConfig,
     configFromOptions,
     expandEnvironment,
@@ -2196,5 +2198,174 @@ class StickinessAndSlowStartTests(ConfigErrorAssertions):
                     '[settings]: access_log_headers "X User" is not a header name',
                 ),
                 (tcp, 'pool "db": sticky_cookie needs http:// backends'),
+            ]
+        )
+
+
+ROUTED = """
+[[frontend]]
+name = "web"
+listen = "tcp:8080"
+pool = "static"
+request_id = true
+
+[frontend.request_headers]
+set = { "X-Env" = "prod" }
+add = { "X-Trace" = "{request_id}" }
+remove = ["X-Debug"]
+
+[frontend.response_headers]
+set = { "Strict-Transport-Security" = "max-age=31536000" }
+remove = ["Server"]
+
+[[frontend.route]]
+host = ["API.example.com", "*.example.org"]
+path_prefix = "/v1/"
+methods = ["GET", "HEAD"]
+headers = { "X-Canary" = "1" }
+pool = "api"
+strip_prefix = true
+
+[frontend.route.request_headers]
+set = { "X-Route" = "api {host}" }
+
+[[frontend.route]]
+host = ["old.example.com"]
+redirect = "https://new.example.com{path}"
+redirect_status = 308
+
+[[frontend]]
+name = "tls"
+listen = "tcp:8443"
+mode = "tcp"
+
+[[frontend.route]]
+sni = ["a.example", "*.b.example"]
+pool = "tlsa"
+
+[[pool]]
+name = "static"
+[[pool.backend]]
+url = "http://127.0.0.1:9001"
+
+[[pool]]
+name = "api"
+[[pool.backend]]
+url = "http://127.0.0.1:9002"
+
+[[pool]]
+name = "tlsa"
+[[pool.backend]]
+url = "tcp://127.0.0.1:9443"
+"""
+
+
+class RouteConfigTests(ConfigErrorAssertions):
+    """
+    C{[[frontend.route]]}, header rules and C{request_id}.
+    """
+
+    def parse(self, text: str = ROUTED) -> Config:
+        return parseConfig(tomllib.loads(text))
+
+    def test_parsed(self) -> None:
+        """
+        Routes keep file order and every key; host names are lower-cased;
+        a TCP frontend's routes carry SNI names; a frontend with routes
+        needs no pool.
+        """
+        web, tls = self.parse().frontends
+        api, old = web.routes
+        self.assertEqual(
+            api,
+            RouteConfig(
+                host=("api.example.com", "*.example.org"),
+                path_prefix="/v1/",
+                methods=("GET", "HEAD"),
+                headers=(("x-canary", "1"),),
+                pool="api",
+                strip_prefix=True,
+                request_headers=HeaderRules(set=(("X-Route", "api {host}"),)),
+            ),
+        )
+        self.assertEqual(
+            old,
+            RouteConfig(
+                host=("old.example.com",),
+                redirect="https://new.example.com{path}",
+                redirect_status=308,
+            ),
+        )
+        self.assertEqual(
+            web.request_headers,
+            HeaderRules(
+                set=(("X-Env", "prod"),),
+                add=(("X-Trace", "{request_id}"),),
+                remove=("X-Debug",),
+            ),
+        )
+        self.assertEqual(web.response_headers.remove, ("Server",))
+        self.assertTrue(web.request_id)
+        self.assertEqual(web.pools, ("static", "api"))
+        self.assertIsNone(tls.pool)
+        self.assertEqual(tls.routes, (RouteConfig(sni=("a.example", "*.b.example"), pool="tlsa"),))
+        self.assertEqual(tls.pools, ("tlsa",))
+
+    def test_errors(self) -> None:
+        """
+        A route naming an unknown pool, a bad regex, a route with neither
+        pool nor redirect, hop-by-hop fields in rules, unknown placeholders
+        and keys of the other mode are refused, naming the route and key.
+        """
+        cases = [
+            ('pool = "api"\n', 'pool = "nope"\n', 'frontend "web" route 1: pool "nope" is not defined (pools: "static", "api", "tlsa")'),
+            ('path_prefix = "/v1/"\n', 'path_regex = "("\n', 'frontend "web" route 1: path_regex "(" is not a valid regular expression: missing ), unterminated subpattern at position 0'),
+            ('redirect = "https://new.example.com{path}"\n', '', 'frontend "web" route 2: a route needs either pool or redirect'),
+            ('remove = ["X-Debug"]\n', 'remove = ["Connection"]\n', 'frontend "web" request_headers: remove cannot touch "Connection": hop-by-hop and framing fields are lbtwist\'s to write'),
+            ('set = { "X-Env" = "prod" }\n', 'set = { "Transfer-Encoding" = "chunked" }\n', 'frontend "web" request_headers: set cannot touch "Transfer-Encoding": hop-by-hop and framing fields are lbtwist\'s to write'),
+            ('"api {host}"', '"api {port}"', 'frontend "web" route 1 request_headers: set "api {port}" has unknown placeholder "{port}" (placeholders: {client_ip}, {request_id}, {scheme}, {host})'),
+            ('"https://new.example.com{path}"', '"https://new.example.com{query}"', 'frontend "web" route 2: redirect "https://new.example.com{query}" has unknown placeholder "{query}" (placeholders: {scheme}, {host}, {path})'),
+            ('redirect_status = 308\n', 'redirect_status = 200\n', 'frontend "web" route 2: redirect_status must be 301, 302, 307 or 308'),
+            ('sni = ["a.example", "*.b.example"]\n', 'host = ["a.example"]\n', 'frontend "tls" route 1: host needs mode = "http"'),
+            ('methods = ["GET", "HEAD"]\n', 'methods = ["GET", "HEAD"]\nsni = ["x.example"]\n', 'frontend "web" route 1: sni needs mode = "tcp" (an HTTP route matches host)'),
+            ('request_id = true\n', '', 'frontend "web": {request_id} in a header rule needs request_id = true'),
+            ('host = ["old.example.com"]\n', 'host = ["old.example.com:80"]\n', 'frontend "web" route 2: host "old.example.com:80" has a port; the port is ignored when matching'),
+            ('host = ["old.example.com"]\n', 'host = ["bad_name"]\n', 'frontend "web" route 2: host "bad_name" is not a host name or *.name'),
+            ('pool = "tlsa"\n', 'pool = "api"\n', 'frontend "tls" route 1: mode "tcp" cannot use pool "api", whose backends are http:// URLs'),
+        ]
+        documents = []
+        for old, new, message in cases:
+            self.assertIn(old, ROUTED)
+            documents.append((tomllib.loads(ROUTED.replace(old, new, 1)), message))
+        self.assertErrors(documents)
+
+    def test_poolRequiredWithoutRoutes(self) -> None:
+        """
+        A frontend without routes still needs a pool.
+        """
+        document = minimalDocument()
+        del document["frontend"][0]["pool"]
+        self.assertErrors([(document, 'frontend "web": missing required key "pool"')])
+
+    def test_stripPrefixNeedsPrefix(self) -> None:
+        """
+        C{strip_prefix} without C{path_prefix}, and both path keys, are
+        refused.
+        """
+        self.assertErrors(
+            [
+                (
+                    tomllib.loads(ROUTED.replace('path_prefix = "/v1/"\n', "")),
+                    'frontend "web" route 1: strip_prefix needs path_prefix',
+                ),
+                (
+                    tomllib.loads(
+                        ROUTED.replace(
+                            'path_prefix = "/v1/"\n',
+                            'path_prefix = "/v1/"\npath_regex = "^/v"\n',
+                        )
+                    ),
+                    'frontend "web" route 1: path_prefix and path_regex exclude each other',
+                ),
             ]
         )
