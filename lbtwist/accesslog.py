@@ -78,7 +78,8 @@ class AccessRecord:
     @ivar bytes: The response body bytes sent to the client.
     @ivar duration: Seconds from the request to the end of the response.
     @ivar frontend: The frontend's name.
-    @ivar pool: The pool's name.
+    @ivar pool: The pool's name, or L{None} for a request no pool served
+        (a redirect, or no route matched).
     @ivar backend: The name of the backend that answered last, or L{None}
         if none did.
     @ivar attempts: How many backends were tried.
@@ -103,7 +104,7 @@ class AccessRecord:
     bytes: int
     duration: float
     frontend: str
-    pool: str
+    pool: str | None
     backend: str | None
     attempts: int
     retryReasons: tuple[str, ...]
@@ -215,7 +216,7 @@ def formatJSON(record: AccessRecord) -> str:
         C{time} (ISO 8601 UTC, in milliseconds), C{client}, C{method},
         C{target}, C{status}, C{bytes}, C{duration_ms}, C{frontend},
         C{pool}, C{backend}, C{attempts}, C{retry_reasons}, C{strategy},
-        C{choice}, C{referer} and C{user_agent}.
+        C{choice}, C{referer}, C{user_agent} and C{request_id}.
     """
     time = datetime.fromtimestamp(record.timestamp, timezone.utc)
     return json.dumps(
@@ -237,6 +238,7 @@ def formatJSON(record: AccessRecord) -> str:
             **({"headers": dict(record.headers)} if record.headers else {}),
             "referer": record.referer,
             "user_agent": record.userAgent,
+            "request_id": record.requestId,
         },
         ensure_ascii=True,
         separators=(",", ":"),
@@ -423,7 +425,10 @@ ACCESS_LOG_FIELDS: Mapping[str, str] = {
     "bytes": "HTTP only: the response body bytes sent",
     "referer": "HTTP only: the Referer header",
     "user_agent": "HTTP only: the User-Agent header",
-    "request_id": "HTTP only: the X-Request-ID header the client sent",
+    "request_id": (
+        "HTTP only: the X-Request-ID header (with request_id = true, the "
+        "one lbtwist kept or gave)"
+    ),
     "from_client": "TCP only: bytes relayed from the client",
     "to_client": "TCP only: bytes relayed to the client",
     "outcome": "TCP only: how the connection ended (closed, idle timeout...)",

@@ -1176,7 +1176,7 @@ def _frontendRow(frontend: FrontendConfig, stats: FrontendStats) -> str:
     cells = [
         _cell(html.escape(frontend.name), "name"),
         _cell(listen, "url"),
-        _cell(html.escape(frontend.pool)),
+        _cell("<br>".join(html.escape(pool) for pool in frontend.pools)),
         _cell(html.escape(frontend.mode)),
         _number(stats.connectionsOpen),
         _number(stats.connectionsTotal),
@@ -1202,7 +1202,7 @@ def _frontendsTable(frontends: Sequence[tuple[FrontendConfig, FrontendStats]]) -
         '<tr class="group"><th class="blank" colspan="4"></th>'
         '<th colspan="2">Connections</th><th colspan="2">Bytes</th>'
         f'<th colspan="{len(STATUS_CLASSES)}">Responses</th></tr>'
-        "<tr><th>Name</th><th>Listen</th><th>Pool</th><th>Mode</th>"
+        "<tr><th>Name</th><th>Listen</th><th>Pools</th><th>Mode</th>"
         '<th class="num">Open</th><th class="num">Total</th>'
         '<th class="num">In</th><th class="num">Out</th>'
         f"{codes}</tr></thead><tbody>{rows}</tbody></table></section>"

@@ -11,7 +11,7 @@ draining and shutdown), and applying new settings after a reload.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Factory
@@ -68,7 +68,11 @@ class HTTPFrontend(Factory):
     @ivar clock: The reactor's clock.
     @ivar stats: The frontend's counters.
     @ivar accessLog: Where one line per request goes, if anywhere.
-    @ivar resource: The root resource requests go to.
+    @ivar resource: The root resource requests go to: a
+        L{lbtwist.web.PoolResource}, or a L{lbtwist.web.RoutedResource}
+        when the frontend has routes, header rules or request IDs.
+    @ivar routeHead: The routed resource's C{routeHead}, or L{None} (see
+        L{IServerFrontend}).
     @ivar draining: Whether the frontend is shutting down.
     @ivar channels: The open client connections.
     """
@@ -95,8 +99,21 @@ class HTTPFrontend(Factory):
         self.accessLog = accessLog
         self.draining = False
         self.channels: set[HTTPServerChannel] = set()
-        self.resource: Any = None
+        self.routeHead: Callable[[Any], int | None] | None = None
+        self._resource: Any = None
         self.reconfigure(frontend, maxBodySize)
+
+    @property
+    def resource(self) -> Any:
+        """
+        The root resource requests go to.
+        """
+        return self._resource
+
+    @resource.setter
+    def resource(self, resource: Any) -> None:
+        self._resource = resource
+        self.routeHead = getattr(resource, "routeHead", None)
 
     def reconfigure(self, frontend: FrontendConfig, maxBodySize: int) -> None:
         """
@@ -104,7 +121,8 @@ class HTTPFrontend(Factory):
         follow them; requests in flight finish as they started.
 
         @param frontend: The frontend's configuration.
-        @param maxBodySize: The request body limit of its pool.
+        @param maxBodySize: The request body limit of its default pool (its
+            routes' pools have theirs).
         """
         self.frontend = frontend
         self.poolName = frontend.pool
@@ -193,6 +211,10 @@ class HTTPFrontend(Factory):
         self.stats.recordResponse(status)
         if self.accessLog is None:
             return
+        pool = self.poolName
+        routed = getattr(request, "routed", None)
+        if routed is not None:
+            pool = routed.destination.pool
         referer = userAgent = requestId = None
         wanted = self.accessLog.headers
         recorded: list[tuple[str, str]] = []
@@ -218,7 +240,7 @@ class HTTPFrontend(Factory):
                 bytes=sentBytes,
                 duration=now - request.started,
                 frontend=self.frontend.name,
-                pool=self.poolName,
+                pool=pool,
                 backend=backend,
                 attempts=attempts,
                 retryReasons=retryReasons,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from attrs import evolve, fields, frozen
 
@@ -47,7 +47,7 @@ from lbtwist.systemd import SystemdNotifier, SystemdService, whenListening
 from lbtwist.stats import FrontendStats
 from lbtwist.tcp import TCPProxyFactory
 from lbtwist.tls import ALPN_HTTP, serverTLSFactory
-from lbtwist.web import BackendConnections, PoolResource
+from lbtwist.web import BackendConnections, PoolResource, RoutedResource
 
 _log = Logger()
 
@@ -561,9 +561,7 @@ class LoadBalancer(MultiService):
             if frontend.mode == "tcp":
                 factory.reconfigure(frontend, self._pools[frontend.pool])
             else:
-                factory.reconfigure(
-                    frontend, plan.config.pool(frontend.pool).max_body_size
-                )
+                factory.reconfigure(frontend, _bodyLimit(frontend, self._pools))
                 factory.resource = self._rootResource(
                     factory, self._pools, self._connections
                 )
@@ -696,15 +694,14 @@ class LoadBalancer(MultiService):
         pools: dict[str, BackendPool],
         connections: dict[str, BackendConnections],
     ) -> Any:
-        pool = pools[frontend.pool]
         if frontend.mode == "tcp":
             return TCPProxyFactory(
-                self._reactor, frontend, pool, stats, self._accessLog
+                self._reactor, frontend, pools[frontend.pool], stats, self._accessLog
             )
         site = HTTPFrontend(
             self._reactor,
             frontend,
-            pool.config.max_body_size,
+            _bodyLimit(frontend, pools),
             stats,
             self._accessLog,
         )
@@ -716,22 +713,36 @@ class LoadBalancer(MultiService):
         site: HTTPFrontend,
         pools: dict[str, BackendPool],
         connections: dict[str, BackendConnections],
-    ) -> PoolResource:
+    ) -> PoolResource | RoutedResource:
         """
         The root resource of an HTTP frontend: its pool, forwarding with
-        its policy and recording in its access log.
+        its policy and recording in its access log; with routes, header
+        rules or request IDs, a L{RoutedResource} over each of its pools.
         """
-        name = site.frontend.pool
-        pool = pools[name]
-        cookie = pool.config.sticky_cookie
-        return PoolResource(
-            self._reactor,
-            pool,
-            connections[name],
-            site.policy,
-            site.record,
-            None if cookie is None else StickyCookie(cookie, name, self._stickySecret()),
-        )
+        frontend = site.frontend
+        resources = {}
+        for name in frontend.pools:
+            pool = pools[name]
+            cookie = pool.config.sticky_cookie
+            resources[name] = PoolResource(
+                self._reactor,
+                pool,
+                connections[name],
+                site.policy,
+                site.record,
+                None
+                if cookie is None
+                else StickyCookie(cookie, name, self._stickySecret()),
+            )
+        if (
+            frontend.pool is not None
+            and not frontend.routes
+            and not frontend.request_headers
+            and not frontend.response_headers
+            and not frontend.request_id
+        ):
+            return resources[frontend.pool]
+        return RoutedResource(self._reactor, frontend, resources, site.record)
 
     def _stickySecret(self) -> bytes:
         """
@@ -942,6 +953,18 @@ def _reopenOnUSR1(reactor: Any, reopen: Callable[[], object]) -> None:
             previous(signum, frame)
 
     signal.signal(signal.SIGUSR1, onSignal)
+
+
+def _bodyLimit(frontend: FrontendConfig, pools: Mapping[str, BackendPool]) -> int:
+    """
+    The request body limit of an HTTP frontend's connections: its default
+    pool's, or without one the largest of its routes' pools (a routed
+    request gets the limit of the pool it goes to, see
+    L{RoutedResource.routeHead}).
+    """
+    if frontend.pool is not None:
+        return pools[frontend.pool].config.max_body_size
+    return max(pools[name].config.max_body_size for name in frontend.pools)
 
 
 def _sameListeners(old: FrontendConfig, new: FrontendConfig) -> bool:

@@ -26,8 +26,11 @@ backend's in-flight count is held by its L{lbtwist.attempts.Lease}.
 from __future__ import annotations
 
 import os
+import re
 from functools import partial
-from typing import Any, Callable, Collection, Protocol, cast
+from typing import Any, Callable, Collection, Mapping, Protocol, Sequence, cast
+
+from attrs import frozen
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IPushProducer, IReactorTime, ITCPTransport
@@ -60,11 +63,13 @@ from lbtwist._http.interfaces import (
 from lbtwist._http.server import ServerRequest
 from lbtwist.attempts import Attempts, Lease
 from lbtwist.backend import Backend
-from lbtwist.config import PoolConfig
+from lbtwist.config import FrontendConfig, HeaderRules, PoolConfig, RouteConfig
 from lbtwist.endpoints import backendEndpoint
 from lbtwist.failures import UpstreamFailure, classifyConnectFailure
 from lbtwist.hashkey import keyReader
+from lbtwist.headerrules import REQUEST_ID, CompiledRules, compileRules, requestID
 from lbtwist.pool import BackendPool
+from lbtwist.routing import InvalidPath, Route, Router, hostName, strippedTarget
 from lbtwist.sticky import StickyCookie
 from lbtwist.strategies import Choice
 from lbtwist.tunnel import Tunnel, TunnelTotals
@@ -75,6 +80,8 @@ __all__ = [
     "PoolResource",
     "RequestRecorder",
     "ReverseProxyResource",
+    "Routed",
+    "RoutedResource",
     "StockRequest",
 ]
 
@@ -266,9 +273,22 @@ class _Forward:
     once when the request is over.
     """
 
-    def __init__(self, proxy: _ProxyResource, request: IClientRequest) -> None:
+    def __init__(
+        self,
+        proxy: _ProxyResource,
+        request: IClientRequest,
+        routed: Routed | None = None,
+    ) -> None:
         self._proxy = proxy
         self._request = request
+        self._routed = routed
+        target = request.target
+        self._rules: tuple[frozenset[bytes], list[tuple[bytes, bytes]]] | None = None
+        if routed is not None:
+            target = routed.target
+            rules = routed.destination.requestRules
+            if rules is not None:
+                self._rules = (rules.drop, rules.render(routed.values(request)))
         config = proxy.config
         method = request.method
         sticky = proxy.sticky
@@ -279,7 +299,7 @@ class _Forward:
             # cycle, left for the garbage collector after every request.
             partial(proxy.choose, request=request),
             proxy.retries,
-            _What(method, request.target),  # type: ignore[arg-type]
+            _What(method, target),  # type: ignore[arg-type]
             proxy.pool,
         )
         self._lease: Lease | None = None
@@ -308,7 +328,7 @@ class _Forward:
         address = request.clientAddress
         self._headArgs = (
             method,
-            request.target,
+            target,
             headers,
             tokens,
             str(getattr(address, "host", "unknown")),
@@ -359,11 +379,13 @@ class _Forward:
     def _headFor(self, backend: Backend) -> list[bytes]:
         if self._proxy.config.rewrite_host:
             return requestHead(
-                *self._headArgs, hostOverride=backend.address.encode("ascii")
+                *self._headArgs,
+                hostOverride=backend.address.encode("ascii"),
+                rules=self._rules,
             )
         head = self._head
         if head is None:
-            head = self._head = requestHead(*self._headArgs)
+            head = self._head = requestHead(*self._headArgs, rules=self._rules)
         return head
 
     def _connected(self, connection: UpstreamConnection, lease: Lease) -> None:
@@ -424,7 +446,12 @@ class _Forward:
         # A 503 says why no backend was available; a 502 or 504 does not
         # describe a backend's failure to the client.
         detail = attempts.giveUpReason() if status == 503 else None
-        self._request.respondError(status, detail)
+        routed = self._routed
+        request = self._request
+        if routed is None:
+            request.respondError(status, detail)
+        else:
+            request.respondError(status, detail, routed.responseHeaders([], request))
 
     # IResponseReceiver
 
@@ -452,6 +479,9 @@ class _Forward:
             request = self._request
             self._status = head.status
             headers = responseHeaders(head.headers)
+            routed = self._routed
+            if routed is not None:
+                headers = routed.responseHeaders(headers, request)
             sticky = self._proxy.sticky
             if sticky is not None and self._stuckTo != lease.backend.name:
                 headers.append(
@@ -792,18 +822,20 @@ class _ProxyResource(Resource):
         self.forward(request)
         return server.NOT_DONE_YET
 
-    def forward(self, request: IClientRequest) -> None:
+    def forward(self, request: IClientRequest, routed: Routed | None = None) -> None:
         """
         Forward C{request}, answering C{OPTIONS *} directly.
 
         @param request: The client's request.
+        @param routed: What a L{RoutedResource} decided for it: the target
+            to send and the header rules to apply.
         """
         if request.target == b"*":
             _answerOptions(request)
             if self.record is not None:
                 self.record(request, None, 0, (), 200, request.sentBytes)
             return
-        _Forward(self, request).start()
+        _Forward(self, request, routed).start()
 
 
 def _answerOptions(request: IClientRequest) -> None:
@@ -927,6 +959,251 @@ class PoolResource(_ProxyResource):
         )
 
 
+# Routes
+
+_REDIRECT_PHRASES = {
+    301: b"Moved Permanently",
+    302: b"Found",
+    307: b"Temporary Redirect",
+    308: b"Permanent Redirect",
+}
+_UNSAFE = re.compile(r"[\x00-\x20\x7f]")
+
+
+@frozen
+class _Destination:
+    """
+    Where a route (or the frontend's default) leads, with the header rules
+    of that way.
+
+    @ivar resource: The pool's resource, or L{None} for a redirect or for
+        nothing (404).
+    @ivar pool: The pool's name, or L{None}.
+    @ivar maxBodySize: The pool's request body limit, or L{None}.
+    @ivar route: The route, or L{None} for the frontend's default.
+    @ivar requestRules: The frontend's request rules, then the route's.
+    @ivar responseRules: Echoing the request ID, then the frontend's
+        response rules, then the route's.
+    """
+
+    resource: PoolResource | None
+    pool: str | None
+    maxBodySize: int | None
+    route: RouteConfig | None
+    requestRules: CompiledRules | None
+    responseRules: CompiledRules | None
+
+
+class Routed:
+    """
+    What a L{RoutedResource} decided for one request.
+
+    @ivar destination: Where it goes.
+    @ivar target: The target sent upstream (as sent, or less a stripped
+        prefix).
+    @ivar requestId: Its C{X-Request-ID}, if the frontend gives them.
+    @ivar refusal: 0, or the status it is refused with (400: a path that
+        cannot be normalised, or stripped consistently; 404: no route and
+        no default pool).
+    """
+
+    __slots__ = ("destination", "target", "requestId", "refusal", "_values")
+
+    def __init__(
+        self,
+        destination: _Destination,
+        target: bytes,
+        requestId: bytes | None,
+        refusal: int = 0,
+    ) -> None:
+        self.destination = destination
+        self.target = target
+        self.requestId = requestId
+        self.refusal = refusal
+        self._values: dict[str, str] | None = None
+
+    def values(self, request: IClientRequest) -> dict[str, str]:
+        """
+        The placeholders of header rules for C{request}: C{client_ip} (the
+        client as lbtwist sees it, after a PROXY header), C{request_id},
+        C{scheme} (of the client's connection) and C{host} (the host name,
+        without the port; the frontend's address if there is no C{Host}).
+        """
+        values = self._values
+        if values is None:
+            requestId = self.requestId
+            values = self._values = {
+                "client_ip": str(getattr(request.clientAddress, "host", "unknown")),
+                "request_id": "" if requestId is None else requestId.decode("ascii"),
+                "scheme": "https" if request.secure else "http",
+                "host": hostName(request.host)
+                or str(getattr(request.serverAddress, "host", "")),
+            }
+        return values
+
+    def responseHeaders(
+        self, headers: list[tuple[bytes, bytes]], request: IClientRequest
+    ) -> list[tuple[bytes, bytes]]:
+        """
+        @param headers: The response's fields.
+        @param request: The request.
+        @return: The fields after the response rules.
+        """
+        rules = self.destination.responseRules
+        if rules is None:
+            return headers
+        return rules.apply(headers, self.values(request))
+
+
+class RoutedResource(Resource):
+    """
+    The root resource of an HTTP frontend with routes, header rules or
+    request IDs: each request goes to the pool of the first route that
+    matches it (L{lbtwist.routing}), or to the frontend's default pool, or
+    is answered with a redirect, or with 404 when nothing matches and there
+    is no default pool.
+
+    lbtwist's own channel routes a request as soon as its head is complete
+    (L{routeHead}), so that the body limit of the pool it goes to applies;
+    a stock twisted.web request is routed when rendered.
+    """
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        frontend: FrontendConfig,
+        resources: Mapping[str, PoolResource],
+        record: RequestRecorder | None = None,
+    ) -> None:
+        """
+        @param clock: The reactor's clock.
+        @param frontend: The frontend's configuration.
+        @param resources: The resource of each of its pools
+            (L{FrontendConfig.pools}), by name.
+        @param record: Told about every request answered here (redirects
+            and refusals); the pools' resources record the others.
+        """
+        super().__init__()
+        self.clock = clock
+        self.record = record
+        self._requestId = frontend.request_id
+        echo = (
+            [HeaderRules(set=((REQUEST_ID.decode("ascii"), "{request_id}"),))]
+            if frontend.request_id
+            else []
+        )
+
+        def destination(route: RouteConfig | None, pool: str | None) -> _Destination:
+            resource = None if pool is None else resources[pool]
+            requestRules = [frontend.request_headers]
+            responseRules = echo + [frontend.response_headers]
+            if route is not None:
+                requestRules.append(route.request_headers)
+                responseRules.append(route.response_headers)
+            return _Destination(
+                resource,
+                pool,
+                None if resource is None else resource.config.max_body_size,
+                route,
+                compileRules(requestRules),
+                compileRules(responseRules),
+            )
+
+        self._default = destination(None, frontend.pool)
+        self._router: Router[_Destination] = Router(
+            [Route(route, destination(route, route.pool)) for route in frontend.routes]
+        )
+
+    def route(self, request: IClientRequest) -> Routed:
+        """
+        Decide where C{request} goes (once), giving it its request ID.
+
+        @param request: The request, whose head is complete.
+        @return: The decision.
+        """
+        requestId = requestID(request.headers) if self._requestId else None
+        target = request.target
+        try:
+            route = self._router.match(request.method, target, request.host, request.headers)
+        except InvalidPath:
+            return Routed(self._default, target, requestId, 400)
+        if route is None:
+            destination = self._default
+            if destination.resource is None:
+                return Routed(destination, target, requestId, 404)
+            return Routed(destination, target, requestId)
+        destination = route.destination
+        config = route.config
+        if config.strip_prefix and config.path_prefix is not None:
+            stripped = strippedTarget(target, config.path_prefix)
+            if stripped is None:
+                return Routed(destination, target, requestId, 400)
+            target = stripped
+        return Routed(destination, target, requestId)
+
+    def routeHead(self, request: ServerRequest) -> int | None:
+        """
+        Route a request of lbtwist's own channel when its head is complete.
+
+        @return: The body limit of the pool it goes to, or L{None} (no
+            pool: the frontend's limit).
+        """
+        routed = request.routed = self.route(request)
+        return routed.destination.maxBodySize
+
+    def render(self, request: Any) -> Any:
+        """
+        Route and forward a stock twisted.web request.
+        """
+        if not isinstance(request, ServerRequest):
+            request = StockRequest(request, self.clock.seconds())
+        self.forward(request)
+        return server.NOT_DONE_YET
+
+    def forward(self, request: IClientRequest) -> None:
+        """
+        Send C{request} where its route leads (routing it now if it was not
+        routed yet), or answer it: a redirect, 400 or 404.
+
+        @param request: The client's request.
+        """
+        routed = request.routed
+        if routed is None:
+            routed = request.routed = self.route(request)
+        refusal = routed.refusal
+        destination = routed.destination
+        if refusal:
+            request.respondError(refusal, None, routed.responseHeaders([], request))
+            self._recordAnswered(request, refusal)
+            return
+        resource = destination.resource
+        if resource is not None:
+            resource.forward(request, routed)
+            return
+        route = destination.route
+        assert route is not None and route.redirect is not None
+        values = routed.values(request)
+        location = route.redirect.format(
+            scheme=values["scheme"],
+            host=values["host"],
+            path=request.target.decode("ascii", "replace"),
+        )
+        status = route.redirect_status
+        headers = routed.responseHeaders(
+            [(b"Location", _UNSAFE.sub("", location).encode("utf-8"))], request
+        )
+        request.respond(status, _REDIRECT_PHRASES[status], headers, 0)
+        request.finish()
+        self._recordAnswered(request, status)
+
+    def _recordAnswered(self, request: IClientRequest, status: int) -> None:
+        record = self.record
+        if record is not None:
+            record(request, None, 0, (), status, request.sentBytes)
+
+
 # A stock twisted.web request, adapted.
 
 
@@ -1014,6 +1291,7 @@ class StockRequest:
         self.status: int | None = None
         self.headSent = False
         self.done = False
+        self.routed: Routed | None = None
         self._callbacks: list[Callable[[], object]] = []
         # A proxy invents no Content-Type.
         request.defaultContentType = None
@@ -1072,11 +1350,21 @@ class StockRequest:
         if transport is not None:
             cast(ITCPTransport, transport).abortConnection()
 
-    def respondError(self, code: int, detail: str | None = None) -> None:
+    def respondError(
+        self,
+        code: int,
+        detail: str | None = None,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
         if self.done or self.headSent:
             return
         phrase, body = errorBody(code, detail)
-        self.respond(code, phrase, [(b"Content-Type", b"text/plain; charset=utf-8")], len(body))
+        self.respond(
+            code,
+            phrase,
+            [(b"Content-Type", b"text/plain; charset=utf-8"), *headers],
+            len(body),
+        )
         self._request.write(body)
         self._request.finish()
 

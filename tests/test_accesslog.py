@@ -192,8 +192,17 @@ class FormatJSONTests(SynchronousTestCase):
             '"duration_ms":1.25,"frontend":"web","pool":"app",'
             '"backend":"127.0.0.1:9001","attempts":1,"retry_reasons":[],'
             '"strategy":null,"choice":null,'
-            '"referer":null,"user_agent":"curl/8"}',
+            '"referer":null,"user_agent":"curl/8","request_id":null}',
         )
+
+    def test_requestId(self) -> None:
+        """
+        The request's C{X-Request-ID} is the C{request_id} key; a request
+        no pool served has a C{null} pool.
+        """
+        record = json.loads(formatJSON(evolve(RECORD, requestId="abc", pool=None)))
+        self.assertEqual(record["request_id"], "abc")
+        self.assertIsNone(record["pool"])
 
     def test_retriesAndNulls(self) -> None:
         """

@@ -110,6 +110,7 @@ class Frontend:
         self.stats = FrontendStats()
         self.draining = False
         self.handler = handler
+        self.routeHead: Callable[[ServerRequest], int | None] | None = None
         self.requests: list[ServerRequest] = []
         self.refusals: list[tuple[int, int, IAddress]] = []
         self.opened: list[HTTPServerChannel] = []

@@ -81,6 +81,9 @@ _FORWARDING = frozenset(
 )
 _WEBSOCKET = b"websocket"
 _VIA_FIELD = (b"Via", VIA)
+_VIA_LINE = b"Via: " + VIA + b"\r\n"
+_NOTHING: frozenset[bytes] = frozenset()
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 _HOST, _XFF, _XFP, _XFH = range(4)
 _SPECIAL = {
     b"host": _HOST,
@@ -181,6 +184,7 @@ def requestHead(
     hasBody: bool,
     upgrade: bytes | None = None,
     hostOverride: bytes | None = None,
+    rules: tuple[frozenset[bytes], Sequence[tuple[bytes, bytes]]] | None = None,
 ) -> list[bytes]:
     """
     The request head sent upstream.
@@ -197,11 +201,20 @@ def requestHead(
     @param upgrade: The C{Upgrade} value of a WebSocket handshake to pass
         on, if any.
     @param hostOverride: A C{Host} to send instead of the client's.
+    @param rules: Header rules (see L{lbtwist.headerrules}), applied after
+        this policy: the lower-case names whose lines are removed (the
+        client's and lbtwist's own forwarding fields alike; never framing,
+        which is written after), and the lines then added.
     @return: The head's parts (request line, field lines, empty line).
     """
     drop = REQUEST_HOP_BY_HOP
     if tokens:
         drop = drop | (tokens - _PROTECTED)
+    ruleDrop = _NOTHING
+    if rules is not None:
+        ruleDrop = rules[0]
+        if ruleDrop:
+            drop = drop | (ruleDrop - _FRAMING)
     trusted = policy.trusts(clientIP)
     if not trusted:
         drop = drop | _FORWARDING
@@ -229,24 +242,29 @@ def requestHead(
             else:
                 forwardedHost = value
         parts += (name, b": ", value, b"\r\n")
+    if b"host" in ruleDrop:
+        host = next((v for n, v in headers if n.lower() == b"host"), b"")
     append = parts.append
     client = clientIP.encode("ascii", "replace")
-    forwardedFor.append(client)
-    append(b"X-Forwarded-For: ")
-    append(b", ".join(forwardedFor))
     scheme = b"https" if secure else b"http"
-    if proto is None:
-        append(b"\r\nX-Forwarded-Proto: ")
-        append(scheme)
-    if forwardedHost is None and host:
-        append(b"\r\nX-Forwarded-Host: ")
-        append(host)
-    if policy.addForwarded:
+    if b"x-forwarded-for" not in ruleDrop:
+        forwardedFor.append(client)
+        parts += (b"X-Forwarded-For: ", b", ".join(forwardedFor), b"\r\n")
+    if proto is None and b"x-forwarded-proto" not in ruleDrop:
+        parts += (b"X-Forwarded-Proto: ", scheme, b"\r\n")
+    if forwardedHost is None and host and b"x-forwarded-host" not in ruleDrop:
+        parts += (b"X-Forwarded-Host: ", host, b"\r\n")
+    if policy.addForwarded and b"forwarded" not in ruleDrop:
         node = b'"[%s]"' % (client,) if b":" in client else client
-        append(b"\r\nForwarded: for=%s;proto=%s" % (node, scheme))
+        append(b"Forwarded: for=%s;proto=%s" % (node, scheme))
         if host:
             append(b';host="%s"' % (host,))
-    append(b"\r\nVia: " + VIA + b"\r\n")
+        append(b"\r\n")
+    if b"via" not in ruleDrop:
+        append(_VIA_LINE)
+    if rules is not None:
+        for name, value in rules[1]:
+            parts += (name, b": ", value, b"\r\n")
     if upgrade is not None:
         append(b"Connection: Upgrade\r\nUpgrade: ")
         append(upgrade)

@@ -15,6 +15,8 @@ The seams of lbtwist's HTTP data path.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from attrs import frozen
 from zope.interface import Attribute, Interface
 
@@ -132,6 +134,11 @@ class IClientRequest(Interface):
         "C{Content-Length} nor C{Transfer-Encoding})."
     )
     status = Attribute("The status sent, or None before the response head.")
+    routed = Attribute(
+        "What the frontend's routes decided for the request (a "
+        "L{lbtwist.web.Routed}), or None when it has none or did not route "
+        "it yet."
+    )
     sentBytes = Attribute("Response body bytes sent to the client so far.")
     headSent = Attribute("Whether the response head has been sent.")
     done = Attribute("Whether the request is over (finished, aborted or gone).")
@@ -175,7 +182,11 @@ class IClientRequest(Interface):
         client sees the truncation.
         """
 
-    def respondError(code: int, detail: str | None = None) -> None:
+    def respondError(
+        code: int,
+        detail: str | None = None,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
         """
         Answer with one of lbtwist's own short error pages (e.g. 502) and
         finish; does nothing if the head was already sent.
@@ -183,6 +194,8 @@ class IClientRequest(Interface):
         @param code: The status.
         @param detail: A line of lbtwist's own words added to the page
             (see L{lbtwist._http.errors.errorBody}), or L{None}.
+        @param headers: C{(name, value)} fields added to the page's (e.g.
+            C{X-Request-ID}).
         """
 
     def registerProducer(producer: object) -> None:

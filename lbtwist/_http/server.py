@@ -39,7 +39,14 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from typing import Callable, Iterable, NoReturn, Protocol as _TypingProtocol, cast
+from typing import (
+    Callable,
+    Iterable,
+    NoReturn,
+    Protocol as _TypingProtocol,
+    Sequence,
+    cast,
+)
 
 import httptools
 from attrs import frozen
@@ -148,6 +155,13 @@ class IServerFrontend(Interface):
         "Whether the frontend is shutting down: new responses carry "
         "C{Connection: close} and connections close after them."
     )
+    routeHead = Attribute(
+        "None, or a callable given each L{ServerRequest} as soon as its head "
+        "is complete and valid (before its body is read, and before it is "
+        "dispatched: it may wait behind others): it decides where the "
+        "request goes, keeping that in the request's C{routed}, and returns "
+        "the body limit for it (None: C{settings.maxBodySize})."
+    )
 
     def dispatch(request: IClientRequest) -> None:
         """
@@ -208,12 +222,14 @@ class RequestBody:
     buffered, the rest is pushed to the receiver as it arrives.
 
     @ivar length: The length from C{Content-Length}, or L{None} (chunked).
+    @ivar limit: The most body bytes allowed.
     @ivar received: Body bytes received so far (decoded).
     @ivar complete: Whether the whole body has arrived.
     """
 
     __slots__ = (
         "length",
+        "limit",
         "received",
         "complete",
         "_channel",
@@ -225,14 +241,21 @@ class RequestBody:
     )
 
     def __init__(
-        self, channel: HTTPServerChannel, request: ServerRequest, length: int | None
+        self,
+        channel: HTTPServerChannel,
+        request: ServerRequest,
+        length: int | None,
+        limit: int | None = None,
     ) -> None:
         """
         @param channel: The channel reading the body.
         @param request: The request the body belongs to.
         @param length: The length from C{Content-Length}, or L{None}.
+        @param limit: The most body bytes allowed (the channel's
+            C{maxBodySize} if not given).
         """
         self.length = length
+        self.limit = channel._settings.maxBodySize if limit is None else limit
         self.received = 0
         self.complete = length == 0
         self._channel = channel
@@ -346,6 +369,7 @@ class ServerRequest:
         "_keepAlive",
         "_callbacks",
         "_producer",
+        "routed",
     )
 
     def __init__(
@@ -395,6 +419,7 @@ class ServerRequest:
         self._keepAlive = False
         self._callbacks: list[Callable[[], object]] | None = None
         self._producer: object | None = None
+        self.routed: object | None = None
 
     def __repr__(self) -> str:
         return f"<ServerRequest {self.method!r} {self.target!r} {self.version!r}>"
@@ -498,18 +523,24 @@ class ServerRequest:
         self.flush()
         self._channel._abortRequest(self)
 
-    def respondError(self, code: int, detail: str | None = None) -> None:
+    def respondError(
+        self,
+        code: int,
+        detail: str | None = None,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
         """
         Answer with one of lbtwist's error pages and finish.
 
         @param code: The status.
         @param detail: A line of lbtwist's own words for the page, or
             L{None}.
+        @param headers: Fields to add to the page's.
         """
         if self.done or self.headSent:
             return
         phrase, body = errorBody(code, detail)
-        self.respond(code, phrase, [_ERROR_TYPE], len(body))
+        self.respond(code, phrase, [_ERROR_TYPE, *headers], len(body))
         self.write(body)
         self.finish()
 
@@ -1002,8 +1033,6 @@ class HTTPServerChannel(Protocol):
             or transferEncoding.strip(b" \t").lower() != b"chunked"
         ):
             self._refuseStop(400)
-        if contentLength is not None and contentLength > self._settings.maxBodySize:
-            self._refuseStop(413)
         upgrade = parser.should_upgrade()
         rawBody = False
         if upgrade and transferEncoding is not None:
@@ -1027,14 +1056,22 @@ class HTTPServerChannel(Protocol):
             self, method, target, version, headers, tokens, host, persistent
         )
         request.started = self._clock.seconds()
+        limit = self._settings.maxBodySize
+        routeHead = self._frontend.routeHead
+        if routeHead is not None:
+            routedLimit = routeHead(request)
+            if routedLimit is not None:
+                limit = routedLimit
+        if contentLength is not None and contentLength > limit:
+            self._refuseStop(413)
         if upgrade:
             request._upgrade = True
             request._persistent = False
         if transferEncoding is not None:
-            request.body = RequestBody(self, request, None)
+            request.body = RequestBody(self, request, None, limit)
             self._reading = request
         elif contentLength is not None:
-            request.body = RequestBody(self, request, contentLength)
+            request.body = RequestBody(self, request, contentLength, limit)
             if contentLength:
                 self._reading = request
                 if rawBody:
@@ -1052,7 +1089,7 @@ class HTTPServerChannel(Protocol):
             return
         body = request.body
         assert body is not None
-        if body.length is None and body.received + len(data) > self._settings.maxBodySize:
+        if body.length is None and body.received + len(data) > body.limit:
             if request is self._current:
                 self._failRequest(request, 413, "the body is over the limit")
                 raise _Stop()
