@@ -29,6 +29,7 @@ from twisted.internet.endpoints import (
 )
 
 from lbtwist.accesslog import ACCESS_LOG_FORMATS, parseFormat
+from lbtwist.routing import InvalidPath, normalisePath
 
 __all__ = [
     "BackendConfig",
@@ -989,7 +990,7 @@ _ROUTE_HTTP_KEYS = (
 
 _ROUTE = {
     "host": lambda value: _listOf(_hostPattern, allowEmpty=False)(value),
-    "path_prefix": _path,
+    "path_prefix": lambda value: _pathPrefix(_path(value)),
     "path_regex": lambda value: _regex(_string(value)),
     "methods": lambda value: _listOf(_method, allowEmpty=False)(value),
     "headers": lambda value: _headerMatches(value),
@@ -1005,7 +1006,7 @@ _ROUTE = {
 _HEADER_RULES = {
     "set": lambda value: _headerValues(value, "set"),
     "add": lambda value: _headerValues(value, "add"),
-    "remove": lambda value: _listOf(_ruleHeaderName, allowEmpty=True)(value),
+    "remove": lambda value: _listOf(_removableHeaderName, allowEmpty=True)(value),
 }
 
 _FRONTEND_TLS = {
@@ -1339,12 +1340,43 @@ def _hostPattern(text: str) -> str:
         raise _Invalid(f'"{text}" has a port; the port is ignored when matching')
     try:
         ipaddress.ip_address(name.strip("[]"))
-        return name
     except ValueError:
         pass
+    else:
+        if name != lowered:
+            raise _Invalid(f'"{text}": a wildcard needs a host name, not an address')
+        return name
     if not name or not all(_HOST_LABEL.fullmatch(label) for label in name.split(".")):
         raise _Invalid(f'"{text}" is not a host name or *.name')
     return lowered
+
+
+def _pathPrefix(text: str) -> str:
+    """
+    Check a route's C{path_prefix}: it is compared with normalised paths
+    (L{lbtwist.routing.normalisePath}), so it must be normalised itself.
+    """
+    try:
+        normal = normalisePath(text)
+    except InvalidPath:
+        raise _Invalid(f'"{text}" has a "%" that is not followed by two hex digits') from None
+    if normal != text:
+        raise _Invalid(
+            f'"{text}" would never match: paths are matched normalised '
+            f'(write "{normal}")'
+        )
+    return text
+
+
+def _removableHeaderName(text: str) -> str:
+    """
+    Check the name of a field a header rule removes: one rules may touch,
+    and not C{Host} (a request needs one; C{set} may replace it).
+    """
+    _ruleHeaderName(text)
+    if text.lower() == "host":
+        raise _Invalid('cannot remove "Host" (set may replace it)')
+    return text
 
 
 def _regex(text: str) -> str:
@@ -1571,9 +1603,12 @@ def _parseFrontend(
     for key in ("request_headers", "response_headers"):
         if key in values:
             values[key] = _parseHeaderRules(values[key], f"{where} {key}")
-    rules = [values.get("request_headers", HeaderRules())] + [
-        route.request_headers for route in routes
+    rules = [
+        values.get("request_headers", HeaderRules()),
+        values.get("response_headers", HeaderRules()),
     ]
+    for route in routes:
+        rules += [route.request_headers, route.response_headers]
     if _usesRequestID(rules) and not values.get("request_id", False):
         raise ConfigError(f"{where}: {{request_id}} in a header rule needs request_id = true")
     if "tls" in values:

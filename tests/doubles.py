@@ -23,4 +23,6 @@ def makeConfig(**poolOptions: Any) -> Any:
     pool.update(poolOptions)
     frontend = {"name": "web", "listen": "tcp:8080", "pool": "app"}
     frontend.update(frontendOptions)
+    # An option given as None is left out (e.g. "pool": None).
+    frontend = {key: value for key, value in frontend.items() if value is not None}
     return parseConfig({"frontend": [frontend], "pool": [pool]})

@@ -2339,6 +2339,30 @@ class RouteConfigTests(ConfigErrorAssertions):
             documents.append((tomllib.loads(ROUTED.replace(old, new, 1)), message))
         self.assertErrors(documents)
 
+    def test_moreRefusals(self) -> None:
+        """
+        A path prefix that is not normalised (it would never match), a
+        wildcard over an address, removing C{Host}, and C{{request_id}} in
+        a response rule without C{request_id = true} are refused.
+        """
+        cases = [
+            ('path_prefix = "/v1/"\n', 'path_prefix = "/a/../v1/"\n', 'frontend "web" route 1: path_prefix "/a/../v1/" would never match: paths are matched normalised (write "/v1/")'),
+            ('path_prefix = "/v1/"\n', 'path_prefix = "/%2e/"\n', 'frontend "web" route 1: path_prefix "/%2e/" would never match: paths are matched normalised (write "/")'),
+            ('path_prefix = "/v1/"\n', 'path_prefix = "/v%/"\n', 'frontend "web" route 1: path_prefix "/v%/" has a "%" that is not followed by two hex digits'),
+            ('host = ["old.example.com"]\n', 'host = ["*.10.0.0.1"]\n', 'frontend "web" route 2: host "*.10.0.0.1": a wildcard needs a host name, not an address'),
+            ('remove = ["X-Debug"]\n', 'remove = ["host"]\n', 'frontend "web" request_headers: remove cannot remove "Host" (set may replace it)'),
+            ('request_id = true\n', '', 'frontend "web": {request_id} in a header rule needs request_id = true'),
+        ]
+        documents = []
+        for old, new, message in cases:
+            self.assertIn(old, ROUTED)
+            text = ROUTED.replace(old, new, 1)
+            if not new:
+                text = text.replace('add = { "X-Trace" = "{request_id}" }\n', "")
+                text = text.replace('remove = ["Server"]\n', 'remove = ["Server"]\nadd = { "X-ID" = "{request_id}" }\n')
+            documents.append((tomllib.loads(text), message))
+        self.assertErrors(documents)
+
     def test_poolRequiredWithoutRoutes(self) -> None:
         """
         A frontend without routes still needs a pool.

@@ -448,6 +448,40 @@ class ParsingTests(ServerTestsMixin, SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual((request.status, request.done), (413, True))
 
+    def test_routedBodyLimit(self) -> None:
+        """
+        The frontend's C{routeHead} sees each request when its head is
+        complete, before its body, and the limit it returns applies to that
+        request: 413 before the body for a C{Content-Length} over it, and
+        for a chunked body going over it; L{None} keeps the channel's.
+        """
+        frontend, channel, transport = connect()
+        seen: list[bytes] = []
+
+        def routeHead(request: ServerRequest) -> int | None:
+            seen.append(request.target)
+            request.routed = "decided"
+            return 10 if request.target == b"/small" else None
+
+        frontend.routeHead = routeHead
+        channel.dataReceived(b"POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n")
+        [request] = frontend.requests
+        self.assertEqual((seen, request.routed, request.body.limit), ([b"/big"], "decided", 1000))
+        frontend, channel, transport = connect()
+        frontend.routeHead = routeHead
+        channel.dataReceived(b"POST /small HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n")
+        self.assertEqual(transport.value(), errorResponse(413))
+        self.assertEqual(frontend.requests, [])
+        frontend, channel, transport = connect()
+        frontend.routeHead = routeHead
+        channel.dataReceived(
+            b"POST /small HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        [request] = frontend.requests
+        request.body.deliver(Receiver())
+        channel.dataReceived(b"b\r\n" + b"x" * 11 + b"\r\n0\r\n\r\n")
+        self.assertEqual(transport.value(), errorResponse(413))
+
     def test_chunkedTooLargeAfterHead(self) -> None:
         """
         A chunked body going over the limit after the response head was sent

@@ -37,7 +37,7 @@ from lbtwist._http.server import HTTPServerChannel, ServerRequest
 from lbtwist.backend import Backend, BackendState
 from lbtwist.frontend import HTTPFrontend
 from lbtwist.pool import BackendPool
-from lbtwist.web import PoolResource
+from lbtwist.web import PoolResource, RoutedResource
 
 from .doubles import makeConfig
 
@@ -293,7 +293,13 @@ class ProxyMixin:
             self.frontend.policy,
             self.frontend.record,
         )
-        self.frontend.resource = self.resource
+        frontend = config.frontends[0]
+        if frontend.routes or frontend.request_id or frontend.request_headers:
+            self.frontend.resource = RoutedResource(
+                self.reactor, frontend, {"app": self.resource}, self.frontend.record
+            )
+        else:
+            self.frontend.resource = self.resource
 
     def client(self) -> Client:
         channel = self.frontend.buildProtocol(PEER)
@@ -1299,3 +1305,108 @@ class EmbeddingTests(ProxyMixin, SynchronousTestCase):
         connection.dataReceived(OK)
         _, headers, _ = parseResponse(client.received())
         self.assertEqual(values(headers, b"Content-Type"), [])
+
+
+_ROUTED = {
+    "pool": None,
+    "route": [{"path_prefix": "/p", "pool": "app"}],
+    "request_id": True,
+    "request_headers": {"set": {"X-Client": "{client_ip}"}, "remove": ["X-Forwarded-For"]},
+    "response_headers": {"add": {"X-Seen": "{request_id}"}},
+}
+
+
+class RoutedResourceTests(ProxyMixin, SynchronousTestCase):
+    """
+    A frontend whose root is a L{RoutedResource}: routes, header rules and
+    request IDs on lbtwist's own channel.
+    """
+
+    def setUp(self) -> None:
+        self.build(frontend=_ROUTED)
+
+    def test_noCyclicGarbage(self) -> None:
+        """
+        A routed request with header rules and a request ID leaves no
+        reference cycle behind either.
+        """
+        client = self.client()
+        client.send(GET)
+        first, _ = self.connectBackend(0)
+        first.dataReceived(OK)
+        client.send(GET)
+        second, _ = self.connectBackend(1)
+        second.dataReceived(OK)
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+        for index in range(20):
+            client.send(GET)
+            (first if index % 2 == 0 else second).dataReceived(OK)
+        self.assertEqual(len(self.accessLog.records), 22)
+        self.assertEqual(gc.collect(), 0)
+
+    def test_rulesAndRequestId(self) -> None:
+        """
+        Request rules change what goes upstream (lbtwist's own
+        C{X-Forwarded-For} too), response rules what comes back; the
+        request ID goes upstream, comes back, and is logged with the pool.
+        """
+        client = self.client()
+        client.send(GET)
+        connection, upstream = self.connectBackend(0)
+        head = upstream.value()
+        self.assertIn(b"X-Client: 192.0.2.7\r\n", head)
+        self.assertNotIn(b"X-Forwarded-For", head)
+        requestId = [
+            line.split(b": ")[1] for line in head.split(b"\r\n") if line.startswith(b"X-Request-ID")
+        ]
+        self.assertEqual(len(requestId), 1)
+        connection.dataReceived(OK)
+        _, headers, _ = parseResponse(client.received())
+        self.assertEqual(values(headers, b"x-request-id"), requestId)
+        self.assertEqual(values(headers, b"x-seen"), requestId)
+        record = self.record()
+        self.assertEqual((record.pool, record.requestId), ("app", requestId[0].decode()))
+
+    def test_notFound(self) -> None:
+        """
+        Without a default pool, a request no route matches gets 404 with
+        its request ID and the response rules, and no backend is tried.
+        """
+        client = self.client()
+        client.send(b"GET /other HTTP/1.1\r\nHost: a.example\r\nX-Request-ID: abc\r\n\r\n")
+        status, headers, _ = parseResponse(client.received())
+        self.assertEqual(status, b"HTTP/1.1 404 Not Found")
+        self.assertEqual(values(headers, b"x-request-id"), [b"abc"])
+        self.assertEqual(values(headers, b"x-seen"), [b"abc"])
+        self.assertEqual((self.attemptCount(0), self.attemptCount(1)), (0, 0))
+        record = self.record()
+        self.assertEqual((record.status, record.pool, record.requestId), (404, None, "abc"))
+
+    def test_errorPageHasRules(self) -> None:
+        """
+        lbtwist's own 503 for a routed request carries the response rules
+        and the request ID.
+        """
+        for backend in self.backends:
+            backend.setState(BackendState.DOWN, "test", self.reactor.seconds())
+        client = self.client()
+        client.send(GET)
+        status, headers, _ = parseResponse(client.received())
+        self.assertEqual(status, b"HTTP/1.1 503 Service Unavailable")
+        self.assertEqual(len(values(headers, b"x-request-id")), 1)
+        self.assertEqual(values(headers, b"x-seen"), values(headers, b"x-request-id"))
+
+    def test_stockRequest(self) -> None:
+        """
+        A L{RoutedResource} routes a stock twisted.web request too, in an
+        ordinary C{Site}.
+        """
+        site = Site(self.frontend.resource)
+        protocol = site.buildProtocol(PEER)
+        transport = Transport(peerAddress=PEER, hostAddress=FRONT)
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"GET /nothing HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        self.assertIn(b"404 Not Found", transport.value())
+        self.assertIn(b"X-Request-Id: ", transport.value())
