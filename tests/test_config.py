@@ -2363,6 +2363,25 @@ class RouteConfigTests(ConfigErrorAssertions):
             documents.append((tomllib.loads(text), message))
         self.assertErrors(documents)
 
+    def test_readmeRoutingExample(self) -> None:
+        """
+        The README's routing example (API + static + redirect from http to
+        https) is a valid configuration (its certificate aside) and means
+        what the README says.
+        """
+        readme = os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.rst")
+        with open(readme, encoding="utf-8") as f:
+            section = f.read().split("\nRouting\n-------\n", 1)[1]
+        block = section.split(".. code-block:: toml\n\n", 1)[1].split("\n\n``", 1)[0]
+        text = "\n".join(line[4:] for line in block.splitlines())
+        text = text.replace(
+            '[frontend.tls]\ncertificates = ["/etc/lbtwist/example.com.pem"]\n', ""
+        )
+        http, https = parseConfig(tomllib.loads(text)).frontends
+        self.assertEqual((http.pool, http.routes[0].redirect_status), (None, 308))
+        self.assertEqual(https.pools, ("app", "api", "static"))
+        self.assertTrue(https.routes[1].strip_prefix)
+
     def test_poolRequiredWithoutRoutes(self) -> None:
         """
         A frontend without routes still needs a pool.
