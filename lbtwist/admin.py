@@ -1176,7 +1176,7 @@ def _frontendRow(frontend: FrontendConfig, stats: FrontendStats) -> str:
     cells = [
         _cell(html.escape(frontend.name), "name"),
         _cell(listen, "url"),
-        _cell(html.escape(frontend.pool)),
+        _cell(html.escape(", ".join(frontend.pools))),
         _cell(html.escape(frontend.mode)),
         _number(stats.connectionsOpen),
         _number(stats.connectionsTotal),

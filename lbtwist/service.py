@@ -559,8 +559,9 @@ class LoadBalancer(MultiService):
         for name in plan.kept:
             frontend, factory, _ = plan.frontends[name]
             if frontend.mode == "tcp":
-                factory.reconfigure(frontend, self._pools[frontend.pool])
+                factory.reconfigure(frontend, self._pools)
             else:
+                assert frontend.pool is not None
                 factory.reconfigure(
                     frontend, plan.config.pool(frontend.pool).max_body_size
                 )
@@ -696,11 +697,12 @@ class LoadBalancer(MultiService):
         pools: dict[str, BackendPool],
         connections: dict[str, BackendConnections],
     ) -> Any:
-        pool = pools[frontend.pool]
         if frontend.mode == "tcp":
             return TCPProxyFactory(
-                self._reactor, frontend, pool, stats, self._accessLog
+                self._reactor, frontend, pools, stats, self._accessLog
             )
+        assert frontend.pool is not None
+        pool = pools[frontend.pool]
         site = HTTPFrontend(
             self._reactor,
             frontend,
@@ -722,6 +724,7 @@ class LoadBalancer(MultiService):
         its policy and recording in its access log.
         """
         name = site.frontend.pool
+        assert name is not None
         pool = pools[name]
         cookie = pool.config.sticky_cookie
         return PoolResource(
