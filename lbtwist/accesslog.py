@@ -254,7 +254,8 @@ class ConnectionRecord:
     @ivar client: The client's address, e.g. C{"192.0.2.7"} (the original
         client's with C{accept_proxy}).
     @ivar frontend: The frontend's name.
-    @ivar pool: The pool's name.
+    @ivar pool: The pool's name, or L{None} if none was chosen (no SNI
+        route matched, or the connection was closed before routing).
     @ivar backend: The name of the backend the connection was relayed to,
         or L{None} if none could be connected.
     @ivar attempts: How many backends were tried.
@@ -272,7 +273,7 @@ class ConnectionRecord:
     timestamp: float
     client: str
     frontend: str
-    pool: str
+    pool: str | None
     backend: str | None
     attempts: int
     retryReasons: tuple[str, ...]

@@ -1379,6 +1379,17 @@ def _removableHeaderName(text: str) -> str:
     return text
 
 
+def _isAddress(name: str) -> bool:
+    """
+    Whether a host pattern is an IP address (C{"192.0.2.1"}, C{"[::1]"}).
+    """
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def _regex(text: str) -> str:
     """
     Check a regular expression.
@@ -1530,6 +1541,12 @@ def _parseRoute(
             raise ConfigError(f"{where}: a TCP route needs sni")
         if "pool" not in values:
             raise ConfigError(f"{where}: a TCP route needs a pool")
+        for name in values["sni"]:
+            if not name.startswith("*.") and _isAddress(name):
+                raise ConfigError(
+                    f'{where}: sni "{name}" is an IP address; TLS clients send '
+                    "only host names as SNI"
+                )
     elif "sni" in values:
         raise ConfigError(
             f'{where}: sni needs mode = "tcp" (an HTTP route matches host)'
@@ -1612,6 +1629,11 @@ def _parseFrontend(
     if _usesRequestID(rules) and not values.get("request_id", False):
         raise ConfigError(f"{where}: {{request_id}} in a header rule needs request_id = true")
     if "tls" in values:
+        if mode == "tcp" and routes:
+            raise ConfigError(
+                f"{where}: sni routes pass TLS through untouched; they need a "
+                "frontend without tls"
+            )
         if mode == "tcp" and values.get("accept_proxy", False):
             raise ConfigError(
                 f"{where}: accept_proxy with tls needs mode \"http\""

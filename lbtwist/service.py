@@ -559,7 +559,7 @@ class LoadBalancer(MultiService):
         for name in plan.kept:
             frontend, factory, _ = plan.frontends[name]
             if frontend.mode == "tcp":
-                factory.reconfigure(frontend, self._pools[frontend.pool])
+                factory.reconfigure(frontend, self._pools)
             else:
                 factory.reconfigure(frontend, _bodyLimit(frontend, self._pools))
                 factory.resource = self._rootResource(
@@ -696,7 +696,7 @@ class LoadBalancer(MultiService):
     ) -> Any:
         if frontend.mode == "tcp":
             return TCPProxyFactory(
-                self._reactor, frontend, pools[frontend.pool], stats, self._accessLog
+                self._reactor, frontend, pools, stats, self._accessLog
             )
         site = HTTPFrontend(
             self._reactor,

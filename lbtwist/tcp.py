@@ -22,11 +22,22 @@ carries is the one logged and sent on.  L{TCPProxyFactory} reads that header
 itself, so a TCP frontend must not be wrapped in Twisted's
 C{HAProxyWrappingFactory} (whose wrapper would hide half-close and would be
 paused before the header could be read).
+
+With C{[[frontend.route]]}s (C{sni} and C{pool}; TLS passthrough), the
+connection is read until its TLS ClientHello is complete (at most
+L{lbtwist.clienthello.MAX_CLIENT_HELLO} bytes, within the frontend's
+C{header_timeout}, counted from the connection together with a PROXY
+header), the pool of the first route whose C{sni} matches the server name
+is chosen (else the frontend's C{pool}, else the connection is closed), and
+every byte read is then relayed as it came, TLS untouched.  A connection
+that does not start with a TLS handshake record, or whose ClientHello is
+malformed, is closed.  Frontends without routes read nothing before
+connecting.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -45,6 +56,7 @@ from zope.interface import implementer
 from lbtwist.accesslog import AccessLog, ConnectionRecord
 from lbtwist.attempts import Attempts, Lease
 from lbtwist.backend import Backend
+from lbtwist.clienthello import ClientHelloReader, InvalidClientHello, NotTLS
 from lbtwist.config import FrontendConfig
 from lbtwist.endpoints import backendEndpoint
 from lbtwist.failures import classifyConnectFailure
@@ -52,6 +64,7 @@ from lbtwist.pool import BackendPool
 from lbtwist.proxyheader import InvalidProxyHeader, parseProxyHeader, proxyHeader
 from lbtwist.stats import FrontendStats
 from lbtwist.strategies import Choice
+from lbtwist.tls import matchesServerName
 from lbtwist.tunnel import Tunnel, TunnelTotals
 
 __all__ = ["TCPProxyFactory"]
@@ -138,8 +151,9 @@ class _BackendConnectionFactory(Factory):
 class _ClientConnection(Protocol):
     """
     One client connection of a TCP frontend: reads the PROXY header if the
-    frontend expects one, connects to a backend (retrying on others), then
-    forwards every event to a L{Tunnel}.
+    frontend expects one and the ClientHello if it routes by SNI, connects
+    to a backend (retrying on others), then forwards every event to a
+    L{Tunnel}.
     """
 
     transport: Any
@@ -150,21 +164,19 @@ class _ClientConnection(Protocol):
         """
         self._factory = factory
         self._clock = factory.reactor
-        self._pool = factory.pool
+        self._pool: BackendPool | None = None
+        self._attempts: Attempts | None = None
         self._opened = 0.0
         self._source: IAddress | None = None
         self._destination: IAddress | None = None
         self._header: bytes | None = None
+        self._hello: ClientHelloReader | None = None
         self._headerTimer: IDelayedCall | None = None
         self._early: list[bytes] = []
         self._earlyEOF = False
-        self._attempts = Attempts(
-            self._clock,
-            self._choose,
-            self._pool.config.retries,
-            factory.frontend.name,
-            self._pool,
-        )
+        if not factory.routes:
+            assert factory.pool is not None
+            self._use(factory.pool)
         self._pending: Deferred[Any] | None = None
         self._lease: Lease | None = None
         self._connectedOnce = False
@@ -175,12 +187,36 @@ class _ClientConnection(Protocol):
         self._toClient = 0
         self._recorded = False
 
+    def _use(self, pool: BackendPool) -> None:
+        """
+        Serve this connection from C{pool}.
+
+        @param pool: The frontend's pool, or the one its SNI routes chose.
+        """
+        self._pool = pool
+        self._attempts = Attempts(
+            self._clock,
+            self._choose,
+            pool.config.retries,
+            self._factory.frontend.name,
+            pool,
+        )
+
+    def _routed(self) -> tuple[BackendPool, Attempts]:
+        """
+        @return: The pool serving this connection and the attempts on its
+            backends (once it is known: always without routes).
+        """
+        assert self._pool is not None and self._attempts is not None
+        return self._pool, self._attempts
+
     # Events from the client's transport.
 
     def connectionMade(self) -> None:
         """
-        Count the connection; read the PROXY header if one is expected,
-        else stop reading and connect to a backend.
+        Count the connection; read the PROXY header if one is expected, or
+        the ClientHello if the frontend routes by SNI, else stop reading
+        and connect to a backend.
         """
         factory = self._factory
         factory.stats.connectionOpened()
@@ -188,14 +224,25 @@ class _ClientConnection(Protocol):
         self._opened = self._clock.seconds()
         self._source = self.transport.getPeer()
         self._destination = self.transport.getHost()
-        if factory.frontend.accept_proxy:
-            self._header = b""
+        if factory.frontend.accept_proxy or factory.routes:
             self._headerTimer = self._clock.callLater(
                 factory.frontend.header_timeout, self._headerTimedOut
             )
+            if factory.frontend.accept_proxy:
+                self._header = b""
+            else:
+                self._hello = ClientHelloReader()
             return
+        self._proceed()
+
+    def _proceed(self) -> None:
+        """
+        Stop reading from the client and connect to a backend of the pool
+        (once its first health checks allow).
+        """
+        _, attempts = self._routed()
         self.transport.pauseProducing()
-        self._attempts.whenReady(self._connect)
+        attempts.whenReady(self._connect)
 
     def dataReceived(self, data: bytes) -> None:
         """
@@ -208,6 +255,8 @@ class _ClientConnection(Protocol):
             self._tunnel.client.dataReceived(data)
         elif self._header is not None:
             self._headerReceived(data)
+        elif self._hello is not None:
+            self._helloReceived(data)
         elif self._outcome is None:
             self._early.append(data)
 
@@ -217,7 +266,7 @@ class _ClientConnection(Protocol):
         """
         if self._tunnel is not None:
             self._tunnel.client.readConnectionLost()
-        elif self._header is not None:
+        elif self._header is not None or self._hello is not None:
             self._close("client closed")
         else:
             self._earlyEOF = True
@@ -241,12 +290,14 @@ class _ClientConnection(Protocol):
             return
         self._clientGone = True
         self._stopHeaderTimer()
-        self._attempts.cancel()
+        if self._attempts is not None:
+            self._attempts.cancel()
         if self._outcome is None:
             how = "closed" if reason.check(ConnectionDone) else "aborted"
             self._outcome = f"client {how}"
         pending, self._pending = self._pending, None
         if pending is not None:
+            assert self._attempts is not None
             backend = self._attempts.tried[-1]
             _log.info(
                 "{frontend}: client {client} went away while connecting to "
@@ -283,40 +334,95 @@ class _ClientConnection(Protocol):
             return
         info, rest = parsed
         self._header = None
-        self._stopHeaderTimer()
         if info.source is not None and info.destination is not None:
             self._source, self._destination = info.source, info.destination
-        self.transport.pauseProducing()
+        if self._factory.routes:
+            self._hello = ClientHelloReader()
+            if rest:
+                self._helloReceived(rest)
+            return
+        self._stopHeaderTimer()
         if rest:
             self._early.append(rest)
-        self._attempts.whenReady(self._connect)
+        self._proceed()
 
     def _headerTimedOut(self) -> None:
         """
-        No complete PROXY header in time: close the client.
+        No complete PROXY header (or ClientHello) in time: close the client.
         """
         self._headerTimer = None
+        what, outcome = "PROXY header", "proxy header timeout"
+        if self._hello is not None:
+            what, outcome = "TLS ClientHello", "client hello timeout"
         _log.info(
-            "{frontend}: closing connection from {client}: no PROXY header "
+            "{frontend}: closing connection from {client}: no {what} "
             "within {timeout} seconds",
             frontend=self._factory.frontend.name,
             client=_host(self._source),
+            what=what,
             timeout=self._factory.frontend.header_timeout,
         )
-        self._close("proxy header timeout")
+        self._close(outcome)
 
     def _stopHeaderTimer(self) -> None:
         timer, self._headerTimer = self._headerTimer, None
         if timer is not None and timer.active():
             timer.cancel()
 
+    # The ClientHello (SNI routes).
+
+    def _helloReceived(self, data: bytes) -> None:
+        """
+        Keep bytes for the backend and read the ClientHello in them; once it
+        is complete, choose the pool by its server name and connect.
+
+        @param data: Bytes from the client.
+        """
+        assert self._hello is not None
+        self._early.append(data)
+        factory = self._factory
+        try:
+            hello = self._hello.feed(data)
+        except InvalidClientHello as e:
+            outcome = "not TLS"
+            if not isinstance(e, NotTLS):
+                outcome = f"bad ClientHello: {e.reason}"
+            _log.info(
+                "{frontend}: closing connection from {client}: {why}",
+                frontend=factory.frontend.name,
+                client=_host(self._source),
+                why=outcome,
+            )
+            self._close(outcome)
+            return
+        if hello is None:
+            return
+        self._hello = None
+        self._stopHeaderTimer()
+        name = hello.serverName
+        pool = factory.route(name)
+        if pool is None:
+            outcome = "no SNI" if name is None else f'no route for SNI "{name}"'
+            _log.info(
+                "{frontend}: closing connection from {client}: {why}",
+                frontend=factory.frontend.name,
+                client=_host(self._source),
+                serverName=name,
+                why=outcome,
+            )
+            self._close(outcome)
+            return
+        self._use(pool)
+        self._proceed()
+
     # Connecting to a backend.
 
     def _choose(self, now: float, tried: Collection[Backend]) -> Choice | None:
+        pool, _ = self._routed()
         key = None
-        if self._pool.config.strategy == "consistent-hash" and self._source:
+        if pool.config.strategy == "consistent-hash" and self._source:
             key = _host(self._source).encode("ascii", "replace")
-        return self._pool.choose(now, tried, key)
+        return pool.choose(now, tried, key)
 
     def _connect(self) -> None:
         """
@@ -325,15 +431,16 @@ class _ClientConnection(Protocol):
         """
         if self._clientGone:
             return
-        lease = self._attempts.next()
+        pool, attempts = self._routed()
+        lease = attempts.next()
         if lease is None:
             self._giveUp()
             return
         self._lease = lease
-        d = self._factory.backendEndpoint(lease.backend).connect(
+        d = self._factory.endpointFor(lease.backend, pool).connect(
             _BackendConnectionFactory()
         )
-        d.addTimeout(self._pool.config.connect_timeout, self._clock)
+        d.addTimeout(pool.config.connect_timeout, self._clock)
         self._pending = d
         d.addCallbacks(
             self._connected,
@@ -355,7 +462,8 @@ class _ClientConnection(Protocol):
             # Cancelled because the client went away: not the backend's fault.
             lease.release()
             return
-        if self._attempts.failed(lease, classifyConnectFailure(failure)):
+        _, attempts = self._routed()
+        if attempts.failed(lease, classifyConnectFailure(failure)):
             self._connect()
         else:
             self._giveUp()
@@ -365,12 +473,12 @@ class _ClientConnection(Protocol):
         No backend could be connected: close the client.
         """
         factory = self._factory
-        attempts = self._attempts
+        pool, attempts = self._routed()
         if not attempts.tried:
             _log.warn(
                 "{frontend}: closing connection from {client}: {why}",
                 frontend=factory.frontend.name,
-                pool=self._pool.name,
+                pool=pool.name,
                 client=_host(self._source),
                 why=attempts.giveUpReason(),
             )
@@ -380,7 +488,7 @@ class _ClientConnection(Protocol):
             "{frontend}: closing connection from {client} after {attempts} "
             "failed attempt(s): {reasons}",
             frontend=factory.frontend.name,
-            pool=self._pool.name,
+            pool=pool.name,
             client=_host(self._source),
             attempts=len(attempts.tried),
             reasons="; ".join(attempts.retryReasons),
@@ -400,9 +508,10 @@ class _ClientConnection(Protocol):
             lease.release()
             protocol.transport.loseConnection()
             return
-        config = self._pool.config
+        pool, attempts = self._routed()
+        config = pool.config
         self._connectedOnce = True
-        self._attempts.succeeded(lease)
+        attempts.succeeded(lease)
         backendTransport = protocol.transport
         if config.send_proxy != "none":
             assert self._source is not None and self._destination is not None
@@ -439,7 +548,7 @@ class _ClientConnection(Protocol):
                 "after {timeout} seconds without traffic",
                 frontend=self._factory.frontend.name,
                 client=_host(self._source),
-                timeout=self._pool.config.idle_timeout,
+                timeout=self._routed()[0].config.idle_timeout,
                 **backend.logFields,
             )
         self._record()
@@ -457,6 +566,7 @@ class _ClientConnection(Protocol):
         if self._outcome is None:
             self._outcome = outcome
         self._header = None
+        self._hello = None
         self._early = []
         self.transport.loseConnection()
 
@@ -484,21 +594,28 @@ class _ClientConnection(Protocol):
         now = self._clock.seconds()
         lease = self._lease
         backend = lease.backend if lease is not None and self._connectedOnce else None
+        pool, attempts = self._pool, self._attempts
         factory.accessLog.logConnection(
             ConnectionRecord(
                 timestamp=now,
                 client=_host(self._source),
                 frontend=factory.frontend.name,
-                pool=self._pool.name,
+                pool=pool.name if pool is not None else None,
                 backend=backend.name if backend is not None else None,
-                attempts=len(self._attempts.tried),
-                retryReasons=tuple(self._attempts.retryReasons),
+                attempts=len(attempts.tried) if attempts is not None else 0,
+                retryReasons=(
+                    tuple(attempts.retryReasons) if attempts is not None else ()
+                ),
                 fromClient=self._fromClient,
                 toClient=self._toClient,
                 duration=now - self._opened,
                 outcome=self._outcome or "closed",
-                strategy=self._pool.config.strategy,
-                choice=self._attempts.choices[-1].why if self._attempts.choices else None,
+                strategy=pool.config.strategy if pool is not None else None,
+                choice=(
+                    attempts.choices[-1].why
+                    if attempts is not None and attempts.choices
+                    else None
+                ),
             )
         )
 
@@ -506,14 +623,20 @@ class _ClientConnection(Protocol):
 class TCPProxyFactory(Factory):
     """
     The factory of a TCP-mode frontend: each connection is relayed to a
-    backend of the pool (see the module docstring).
+    backend of the pool, or of the pool its SNI routes choose (see the
+    module docstring).
 
     @ivar reactor: The reactor (L{IReactorTCP} and L{IReactorTime}).
     @ivar frontend: The frontend's configuration.
-    @ivar pool: The pool that serves it.
+    @ivar pool: The pool that serves what no route matches, or L{None}
+        (only with routes: such connections are closed).
+    @ivar routes: The frontend's SNI routes, in order: the server name
+        patterns of each and the pool they send to.
     @ivar stats: The frontend's statistics.
     @ivar accessLog: Where one line per connection goes, or L{None}.
-    @ivar backendEndpoint: Returns the endpoint to connect to a backend.
+    @ivar backendEndpoint: Returns the endpoint to connect to a backend, or
+        L{None} for L{lbtwist.endpoints.backendEndpoint} with the backend's
+        pool's C{connect_timeout}.
     """
 
     noisy = False
@@ -522,7 +645,7 @@ class TCPProxyFactory(Factory):
         self,
         reactor: Any,
         frontend: FrontendConfig,
-        pool: BackendPool,
+        pools: Mapping[str, BackendPool],
         stats: FrontendStats,
         accessLog: AccessLog | None,
         backendEndpoint: Callable[[Backend], IStreamClientEndpoint] | None = None,
@@ -530,42 +653,68 @@ class TCPProxyFactory(Factory):
         """
         @param reactor: The reactor (L{IReactorTCP} and L{IReactorTime}).
         @param frontend: The frontend's configuration.
-        @param pool: The pool that serves it (a TCP pool).
+        @param pools: The pools by name; those the frontend names (its
+            C{pool}, its routes') are used, and must be TCP pools.
         @param stats: The frontend's statistics.
         @param accessLog: Where one line per connection goes, or L{None}.
         @param backendEndpoint: Returns the endpoint to connect to a
-            backend; by default L{lbtwist.tcp.backendEndpoint} with the
-            pool's C{connect_timeout}.
+            backend; by default L{lbtwist.endpoints.backendEndpoint} with
+            its pool's C{connect_timeout}.
         """
         self.reactor = reactor
-        self.frontend = frontend
-        self.pool = pool
         self.stats = stats
         self.accessLog = accessLog
         self.connections: set[_ClientConnection] = set()
-        if backendEndpoint is None:
-            backendEndpoint = self._defaultEndpoint
         self.backendEndpoint = backendEndpoint
+        self.reconfigure(frontend, pools)
 
-    def _defaultEndpoint(self, backend: Backend) -> IStreamClientEndpoint:
+    def endpointFor(self, backend: Backend, pool: BackendPool) -> IStreamClientEndpoint:
         """
-        @param backend: A backend of the pool.
-        @return: L{lbtwist.tcp.backendEndpoint} for it.
+        @param backend: A backend of C{pool}.
+        @param pool: The pool a connection is served from (it may have
+            left the configuration since, with a reload).
+        @return: The endpoint that connects to C{backend}.
         """
+        if self.backendEndpoint is not None:
+            return self.backendEndpoint(backend)
         return backendEndpoint(
-            self.reactor, backend.config, self.pool.config.connect_timeout
+            self.reactor, backend.config, pool.config.connect_timeout
         )
 
-    def reconfigure(self, frontend: FrontendConfig, pool: BackendPool) -> None:
+    def reconfigure(
+        self, frontend: FrontendConfig, pools: Mapping[str, BackendPool]
+    ) -> None:
         """
         Apply new settings (after a reload): new connections follow them;
         open ones carry on as they started.
 
         @param frontend: The frontend's configuration.
-        @param pool: The pool that serves it.
+        @param pools: The pools by name.
         """
         self.frontend = frontend
-        self.pool = pool
+        self.pool = None if frontend.pool is None else pools[frontend.pool]
+        self.routes = tuple(
+            (route.sni, pools[route.pool])
+            for route in frontend.routes
+            if route.pool is not None
+        )
+
+    def route(self, serverName: str | None) -> BackendPool | None:
+        """
+        Choose the pool for a TLS connection.
+
+        @param serverName: The server name of its ClientHello (lower case),
+            or L{None} if it sent none.
+        @return: The pool of the first route with a pattern matching
+            C{serverName} (C{*.example.org} matches one label), else the
+            frontend's C{pool}, which may be L{None}.
+        """
+        if serverName is not None:
+            for patterns, pool in self.routes:
+                for pattern in patterns:
+                    if matchesServerName(pattern, serverName):
+                        return pool
+        return self.pool
 
     def drain(self) -> None:
         """

@@ -81,7 +81,7 @@ class TCPFixture:
         self.factory = TCPProxyFactory(
             self.reactor,
             self.frontend,
-            self.pool,
+            {"pg": self.pool},
             self.stats,
             AccessLog(self.lines.append, "json"),
         )
