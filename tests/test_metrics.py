@@ -185,7 +185,7 @@ class RegistryTests(SynchronousTestCase):
     def test_collector(self) -> None:
         """
         L{BalancerCollector.collect} yields the backend families, then the
-        frontend families, in the documented order.
+        pool families, then the frontend families, in the documented order.
         """
         balancer = makeBalancer()
         collector = BalancerCollector(balancer, Clock())
@@ -196,6 +196,7 @@ class RegistryTests(SynchronousTestCase):
                 "lbtwist_backend_state",
                 "lbtwist_backend_weight",
                 "lbtwist_backend_active",
+                "lbtwist_backend_max_connections",
                 "lbtwist_backend_requests",
                 "lbtwist_backend_responses",
                 "lbtwist_backend_failures",
@@ -203,6 +204,9 @@ class RegistryTests(SynchronousTestCase):
                 "lbtwist_backend_recent_latency_seconds",
                 "lbtwist_backend_health_check_duration_seconds",
                 "lbtwist_backend_health_check_ok",
+                "lbtwist_pool_queue_length",
+                "lbtwist_pool_queue_timeouts",
+                "lbtwist_pool_queue_full",
                 "lbtwist_frontend_connections",
                 "lbtwist_frontend_connections_open",
                 "lbtwist_frontend_received_bytes",
