@@ -106,6 +106,14 @@ class Attempts:
         then no further attempt is made.
     """
 
+    # Set only while waiting in the queue, or after it: class defaults, so
+    # that a request that never waits pays nothing for them.
+    _queue: PoolQueue | None = None
+    _proceed: Callable[[], None] | None = None
+    _woken: Lease | None = None
+    _queueReason: str | None = None
+    queueProblem: str | None = None
+
     def __init__(
         self,
         clock: IReactorTime,
@@ -132,11 +140,6 @@ class Attempts:
         self._pool = pool
         self._timer: IDelayedCall | None = None
         self._stopWatching: Callable[[], None] | None = None
-        self._queue: PoolQueue | None = None
-        self._proceed: Callable[[], None] | None = None
-        self._woken: Lease | None = None
-        self.queueProblem: str | None = None
-        self._queueReason: str | None = None
         self.tried: list[Backend] = []
         self.choices: list[Choice] = []
         self.retryReasons: list[str] = []
