@@ -687,6 +687,16 @@ def explainJSON(
     choice = pool.choose(
         now, (), key, sticky, strategy=copy.deepcopy(pool.strategy)
     )
+    if choice is not None:
+        why = choice.why
+    elif pool.canQueue(now):
+        why = (
+            f'it would wait in the queue of pool "{pool.name}" '
+            f"({len(pool.queue)} waiting): no available backend is below "
+            "its max_connections, or others wait before it"
+        )
+    else:
+        why = pool.describeUnavailable()
     return {
         "pool": pool.name,
         "strategy": config.strategy,
@@ -694,7 +704,7 @@ def explainJSON(
         "key": None if key is None else key.decode("utf-8", "replace"),
         "sticky": sticky,
         "backend": None if choice is None else choice.backend.name,
-        "why": pool.describeUnavailable() if choice is None else choice.why,
+        "why": why,
         "backends": [
             {
                 "name": backend.name,
@@ -704,6 +714,7 @@ def explainJSON(
                 "weight": backend.weight,
                 "effective_weight": round(backend.effectiveWeight, 3),
                 "active": backend.active,
+                "max_connections": backend.maxConnections,
             }
             for backend in pool.backends
         ],
@@ -1332,6 +1343,22 @@ def _weightCell(backend: Backend, override: dict[str, object]) -> str:
     return _number(backend.weight)
 
 
+def _activeCell(backend: Backend) -> str:
+    """
+    @param backend: A backend.
+    @return: Its requests in flight, with its C{max_connections} if it has
+        one (C{"3/10"}, alarming when full).
+    """
+    limit = backend.maxConnections
+    if limit is None:
+        return _number(backend.active)
+    return _cell(
+        f"{backend.active:,}/{limit:,}",
+        "num bad" if backend.active >= limit else "num",
+        f"{backend.active} in flight, max_connections = {limit}",
+    )
+
+
 def _backendRow(backend: Backend, override: dict[str, object], now: float) -> str:
     """
     @param backend: A backend.
@@ -1352,7 +1379,7 @@ def _backendRow(backend: Backend, override: dict[str, object], now: float) -> st
         ),
         _stateCell(backend, override, now),
         _weightCell(backend, override),
-        _number(backend.active),
+        _activeCell(backend),
         _number(backend.requests),
         _number(stats.serverErrors(), alarming=True),
         _number(backend.failures, alarming=True, title=failures or "no failures"),
@@ -1380,6 +1407,13 @@ def _poolTable(pool: BackendPool, balancer: Balancer, now: float) -> str:
     )
     if not pool.strategy.usesWeights:
         summary += " (weights unused)"
+    if pool.limited:
+        config = pool.config
+        summary += (
+            f" · queue {len(pool.queue):,} of {config.max_queue:,} max, "
+            f"{config.queue_timeout:g} s timeout · {pool.queue.timeouts:,} "
+            f"timed out, {pool.queue.rejected:,} refused"
+        )
     rows = "".join(
         _backendRow(backend, balancer.override(backend), now)
         for backend in pool.backends
@@ -1417,7 +1451,7 @@ _BACKEND_COLUMNS: list[tuple[str, float, bool, str]] = [
     ("Backend", 12, False, "name and URL"),
     ("State", 12, False, "how long, and why; * = set at runtime"),
     ("Weight", 4.5, True, "* = set at runtime"),
-    ("Active", 4.5, True, "requests in flight"),
+    ("Active", 4.5, True, "requests in flight / max_connections"),
     ("Total", 5.5, True, "attempts started"),
     ("5xx", 4, True, "5xx responses from the backend"),
     ("Failed", 4.5, True, "failed attempts: connection, timeout or protocol"),

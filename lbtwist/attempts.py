@@ -8,19 +8,28 @@ through it.
   - L{Lease}: the only code that changes a backend's C{active} count; it is
     taken when an attempt starts and released exactly once, whatever
     happens (response done, failure, client gone, timeout, tunnel closed,
-    shutdown).
+    shutdown).  Releasing a slot of a backend with C{max_connections}
+    hands it to the oldest request waiting in its pool's queue
+    (L{lbtwist.pool.PoolQueue.slotFreed}).
   - L{Attempts}: chooses the next backend (never one already tried), counts
     a failed attempt against the backend (statistics and passive health),
     decides whether another attempt is allowed, and says what to answer
     when none is left (503 when no backend was available, 504 after a
     timeout, 502 otherwise).  Before the first attempt it holds a request
     back while its pool has no backend available only because the pool's
-    first round of health checks is not complete (L{Attempts.whenReady}).
+    first round of health checks is not complete (L{Attempts.whenReady});
+    when every available backend is at its C{max_connections}, it waits in
+    the pool's queue, at most C{queue_timeout} (L{Attempts.wait}).  Both
+    waits have a deadline that always fires, and L{Attempts.cancel} ends
+    either.
 
 Retry rules (proxy-rules.md, "Failure handling"): a failure before the
 request was sent may be retried for any method; after it was sent, only if
 the caller says the request can be replayed (an idempotent method whose body
-is still held) and nothing of the response reached the client.
+is still held) and nothing of the response reached the client.  A retry
+finds a backend with room as the first attempt does: it may wait in the
+queue too (as HAProxy's C{option redispatch} queues a redispatched
+connection), for at most C{queue_timeout} each time.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from twisted.logger import Logger
 
 from lbtwist.backend import Backend, logStateChange
 from lbtwist.failures import UpstreamFailure
-from lbtwist.pool import BackendPool
+from lbtwist.pool import BackendPool, PoolQueue
 from lbtwist.strategies import Choice
 
 __all__ = ["Attempts", "Lease"]
@@ -75,7 +84,11 @@ class Lease:
         """
         if self._held:
             self._held = False
-            self.backend.active -= 1
+            backend = self.backend
+            backend.active -= 1
+            queue = backend.queue
+            if queue is not None:
+                queue.slotFreed(backend)
 
 
 class Attempts:
@@ -88,7 +101,18 @@ class Attempts:
     @ivar retryReasons: Why each further attempt was made (or not), for the
         access log: C{"app-1: connection refused"}.
     @ivar lastFailure: The last attempt's failure, if any.
+    @ivar queueProblem: C{"queue timeout"} or C{"queue full"} once the
+        request waited too long in its pool's queue, or found it full;
+        then no further attempt is made.
     """
+
+    # Set only while waiting in the queue, or after it: class defaults, so
+    # that a request that never waits pays nothing for them.
+    _queue: PoolQueue | None = None
+    _proceed: Callable[[], None] | None = None
+    _woken: Lease | None = None
+    _queueReason: str | None = None
+    queueProblem: str | None = None
 
     def __init__(
         self,
@@ -172,8 +196,8 @@ class Attempts:
 
     def cancel(self) -> None:
         """
-        Stop waiting for the first round of checks, if L{whenReady} is
-        waiting: the request is over.
+        Stop waiting, for the first round of checks (L{whenReady}) or in the
+        queue (L{wait}), if waiting: the request is over, or goes on.
         """
         stop, self._stopWatching = self._stopWatching, None
         if stop is not None:
@@ -181,22 +205,152 @@ class Attempts:
         timer, self._timer = self._timer, None
         if timer is not None and timer.active():
             timer.cancel()
+        queue, self._queue = self._queue, None
+        if queue is not None:
+            queue.remove(self)
+        self._proceed = None
+        woken, self._woken = self._woken, None
+        if woken is not None:
+            woken.release()
 
     def next(self) -> Lease | None:
         """
         Start the next attempt.
 
         @return: A lease on the backend to try, or L{None} if no backend not
-            tried yet is available.
+            tried yet is available, or has room (see L{wait}), or if the
+            request waited in the queue too long or found it full.
+        """
+        woken = self._woken
+        if woken is not None:
+            self._woken = None
+            return woken
+        if self.queueProblem is not None:
+            return None
+        now = self._clock.seconds()
+        choice = self._choose(now, self.tried)
+        if choice is None:
+            return None
+        return self._take(choice, now)
+
+    def _take(self, choice: Choice, now: float) -> Lease:
+        """
+        Start an attempt on the backend chosen.
+        """
+        backend = choice.backend
+        self.tried.append(backend)
+        self.choices.append(choice)
+        return Lease(backend, now)
+
+    def wait(self, proceed: Callable[[], None]) -> bool:
+        """
+        L{next} found no backend: wait in the pool's queue if that is why
+        (every available backend not tried yet is at its
+        C{max_connections}, or requests wait before this one).
+
+        C{proceed} is called when a slot is free for this request (then
+        L{next} returns a lease on it), or after the pool's
+        C{queue_timeout} (then L{next} returns L{None} and
+        L{giveUpReason} says why).  A full queue (C{max_queue}) is not
+        waited in.  L{cancel} leaves the queue.
+
+        @param proceed: Makes the attempt (calls L{next}).
+        @return: Whether the request waits; if not, L{next} has nothing to
+            offer and the caller gives up.
+        """
+        pool = self._pool
+        if pool is None or self.queueProblem is not None:
+            return False
+        clock = self._clock
+        if not pool.canQueue(clock.seconds(), self.tried):
+            return False
+        queue = pool.queue
+        config = pool.config
+        waiting = len(queue)
+        if waiting >= config.max_queue:
+            queue.rejected += 1
+            self.queueProblem = "queue full"
+            self._queueReason = (
+                f'queue full ({waiting} waiting) in pool "{pool.name}"'
+                if config.max_queue
+                else f'every backend is at max_connections and pool "{pool.name}" '
+                "has no queue (max_queue = 0)"
+            )
+            self.retryReasons.append(self._queueReason)
+            return False
+        self._queue = queue
+        self._proceed = proceed
+        queue.add(self)
+        self._timer = clock.callLater(config.queue_timeout, self._queueTimedOut)
+        if waiting:
+            # There may be room that those waiting have not taken yet.
+            queue.pump()
+        return True
+
+    @property
+    def waiting(self) -> bool:
+        """
+        Whether the request waits in its pool's queue (see L{wait}).
+        """
+        return self._queue is not None
+
+    @property
+    def retrying(self) -> bool:
+        """
+        Whether an attempt was made already.
+
+        @see: L{lbtwist.pool.IWaiting.retrying}
+        """
+        return bool(self.tried)
+
+    def wants(self, backend: Backend) -> bool:
+        """
+        Whether a slot of C{backend} could serve this waiting request.
+
+        @see: L{lbtwist.pool.IWaiting.wants}
+        """
+        return backend not in self.tried
+
+    def wake(self) -> Backend | None:
+        """
+        Offered a slot while waiting in the queue: take it if the pool has
+        one for this request, and go on.
+
+        @see: L{lbtwist.pool.IWaiting.wake}
         """
         now = self._clock.seconds()
         choice = self._choose(now, self.tried)
         if choice is None:
             return None
-        backend = choice.backend
-        self.tried.append(backend)
-        self.choices.append(choice)
-        return Lease(backend, now)
+        proceed = self._proceed
+        self.cancel()
+        self._woken = self._take(choice, now)
+        if proceed is not None:
+            proceed()
+        # Not taken (the request ended meanwhile): give the slot back.
+        woken, self._woken = self._woken, None
+        if woken is not None:
+            woken.release()
+        return choice.backend
+
+    def _queueTimedOut(self) -> None:
+        """
+        The request waited C{queue_timeout} in the queue: leave it, and let
+        the caller give up.
+        """
+        self._timer = None
+        pool = self._pool
+        assert pool is not None
+        proceed = self._proceed
+        self.cancel()
+        pool.queue.timeouts += 1
+        self.queueProblem = "queue timeout"
+        self._queueReason = (
+            f'queue timeout after {pool.config.queue_timeout}s in pool "{pool.name}"'
+        )
+        self.retryReasons.append(self._queueReason)
+        if proceed is not None:
+            proceed()
 
     def succeeded(self, lease: Lease) -> None:
         """
@@ -259,16 +413,20 @@ class Attempts:
             backend was available at all, 504 after a timeout, else 502.
         """
         last = self.lastFailure
-        if last is None:
+        if last is None or self.queueProblem is not None:
             return 503
         return 504 if last.timedOut else 502
 
     def giveUpReason(self) -> str:
         """
-        @return: Why no attempt is left: the last failure's reason, or, when
-            no backend was available, what the pool says about its backends
-            (L{BackendPool.describeUnavailable}).
+        @return: Why no attempt is left: the queue's verdict (C{'queue
+            timeout after 5.0s in pool "app"'}, C{'queue full (1000
+            waiting) in pool "app"'}), else the last failure's reason, or,
+            when no backend was available, what the pool says about its
+            backends (L{BackendPool.describeUnavailable}).
         """
+        if self._queueReason is not None:
+            return self._queueReason
         last = self.lastFailure
         if last is not None:
             return last.reason

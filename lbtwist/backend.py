@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from attrs import frozen
 from twisted.logger import Logger
 
 from lbtwist.config import BackendConfig, HealthCheckConfig
 from lbtwist.stats import BackendStats
+
+if TYPE_CHECKING:
+    from lbtwist.pool import PoolQueue
 
 __all__ = [
     "BackendState",
@@ -173,7 +176,13 @@ class Backend:
     @ivar reason: Why it is in its current state.
     @ivar downSince: When it last went down, or L{None} if it has not gone
         down since it was last up (or ever).
-    @ivar active: Requests in flight (callers increment and decrement).
+    @ivar active: Requests in flight (L{lbtwist.attempts.Lease} increments
+        and decrements it).
+    @ivar maxConnections: The most requests in flight at once, or L{None}
+        for no limit (C{max_connections}).
+    @ivar queue: The queue of the pool this backend serves, told when one
+        of its slots is freed; L{None} when it has no C{max_connections}
+        (nothing ever waits for it).
     @ivar requests: Requests started in total (callers increment).
     @ivar failures: Failed requests in total, whether or not they count
         toward C{passive_fall}.
@@ -257,6 +266,8 @@ class Backend:
         self.weight = config.weight
         self.ramp = 1.0
         self.active = 0
+        self.maxConnections = config.max_connections
+        self.queue: PoolQueue | None = None
         self.requests = 0
         self.failures = 0
         self.lastCheckOk: bool | None = None
@@ -358,9 +369,19 @@ class Backend:
         """
         self.config = config
         self.weight = config.weight
+        self.maxConnections = config.max_connections
         self._health = health
         self._cooldown = cooldown
         self._passive = health.check == "none"
+
+    @property
+    def hasRoom(self) -> bool:
+        """
+        Whether this backend is below its C{max_connections} (always, with
+        no limit).
+        """
+        limit = self.maxConnections
+        return limit is None or self.active < limit
 
     def available(self, now: float) -> bool:
         """

@@ -487,7 +487,8 @@ def backendJSON(
         over the configuration: C{weight} and/or C{state}; empty if none),
         C{state}, C{reason}, C{state_since} (a Unix time, or L{None} if
         unknown) and C{state_seconds} (how long it has been in its state),
-        C{active}, C{requests}, C{failures} (failed requests),
+        C{active}, C{max_connections} (L{None} for no limit), C{requests},
+        C{failures} (failed requests),
         C{failures_by_reason}, C{responses} (by status class),
         C{server_errors} (5xx), C{latency_p50_ms} and C{latency_p99_ms}
         (L{None} with no recent requests), C{health} (C{ok}, C{checked_at}
@@ -514,6 +515,7 @@ def backendJSON(
         "state_since": since,
         "state_seconds": None if since is None else round(max(0.0, now - since), 3),
         "active": backend.active,
+        "max_connections": backend.maxConnections,
         "requests": backend.requests,
         "failures": backend.failures,
         "failures_by_reason": dict(stats.failures),
@@ -547,14 +549,24 @@ def poolJSON(
     @param now: The current time.
     @param overrides: The runtime overrides of its backends by name (see
         L{Balancer.overrides}), or L{None} for none.
-    @return: C{{"name", "strategy", "uses_weights", "backends": [...]}},
-        each backend as L{backendJSON} shows it.
+    @return: C{{"name", "strategy", "uses_weights", "queue",
+        "max_queue", "queue_timeout", "queue_timeouts", "queue_full",
+        "backends": [...]}}: C{queue} is how many requests wait for a
+        backend with room now, C{queue_timeouts} and C{queue_full} count
+        the requests refused with 503 after C{queue_timeout} and because
+        C{max_queue} were waiting; each backend as L{backendJSON} shows it.
     """
     overrides = overrides or {}
+    queue = pool.queue
     return {
         "name": pool.name,
         "strategy": pool.config.strategy,
         "uses_weights": bool(pool.strategy.usesWeights),
+        "queue": len(queue),
+        "max_queue": pool.config.max_queue,
+        "queue_timeout": pool.config.queue_timeout,
+        "queue_timeouts": queue.timeouts,
+        "queue_full": queue.rejected,
         "backends": [
             backendJSON(backend, now, overrides.get(backend.name))
             for backend in pool.backends

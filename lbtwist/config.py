@@ -141,6 +141,10 @@ class BackendConfig:
     @ivar port: TCP port (80, or 443 for C{https}, when the URL has none).
     @ivar name: Name within its pool; defaults to L{address}.
     @ivar weight: Relative share of the traffic, a positive integer.
+    @ivar max_connections: The most requests (TCP pools: connections) in
+        flight on this backend at once, or L{None} for no limit (HAProxy's
+        C{maxconn} on a C{server}); when every available backend is at its
+        limit, requests wait in the pool's queue.
     """
 
     url: str
@@ -149,6 +153,7 @@ class BackendConfig:
     port: int
     name: str = Factory(lambda self: self.address, takes_self=True)
     weight: int = 1
+    max_connections: int | None = None
 
     @property
     def address(self) -> str:
@@ -204,6 +209,12 @@ class PoolConfig:
         backend that first served it, or L{None} for no stickiness.
     @ivar slow_start: Seconds over which a backend that comes up ramps from
         10% to 100% of its weight; 0 for none.
+    @ivar max_queue: The most requests (TCP pools: connections) that wait
+        in the pool's queue while every available backend is at its
+        C{max_connections} (HAProxy's C{maxqueue}); beyond it they get 503
+        at once; 0 for no queue.
+    @ivar queue_timeout: Seconds a request waits in the queue, then it
+        gets 503 (HAProxy's C{timeout queue}).
     """
 
     name: str
@@ -229,6 +240,8 @@ class PoolConfig:
     ewma_decay: float = 10.0
     sticky_cookie: str | None = None
     slow_start: float = 0.0
+    max_queue: int = 1000
+    queue_timeout: float = 5.0
 
     @property
     def mode(self) -> str:
@@ -1037,6 +1050,8 @@ _POOL = {
     "ewma_decay": _seconds(),
     "sticky_cookie": lambda value: _cookieName(_string(value)),
     "slow_start": _seconds(allowZero=True),
+    "max_queue": _integer(0),
+    "queue_timeout": _seconds(),
     "health": _table("[pool.health]"),
     "backend": _tables("[[pool.backend]]"),
 }
@@ -1053,7 +1068,12 @@ _HEALTH = {
     "initial_state": _choice(_INITIAL_STATES),
 }
 
-_BACKEND = {"url": _url, "name": _name, "weight": _integer(1)}
+_BACKEND = {
+    "url": _url,
+    "name": _name,
+    "weight": _integer(1),
+    "max_connections": _integer(1),
+}
 
 
 def _read(
@@ -1216,6 +1236,13 @@ def _parsePool(
                 "a pool must all be http:// or all be tcp://"
             )
     _checkStrategyKeys(values, where, backends[0].scheme == "tcp")
+    if not any(backend.max_connections is not None for backend in backends):
+        for key in ("max_queue", "queue_timeout"):
+            if key in values:
+                raise ConfigError(
+                    f"{where}: {key} needs max_connections on a backend "
+                    "(without a limit nothing ever waits)"
+                )
     _defaultCheck(healthValues, f"{where} health", backends[0].scheme != "tcp")
     if backends[0].scheme == "tcp":
         if healthValues["check"] == "http":
@@ -1832,7 +1859,8 @@ def parseBackendSpec(spec: str, index: int) -> BackendConfig:
     """
     Parse the quick form of a backend, C{"http://127.0.0.1:9002,weight=3,name=b"}.
 
-    @param spec: The URL, then optional C{,weight=N} and C{,name=NAME}.
+    @param spec: The URL, then optional C{,weight=N}, C{,name=NAME} and
+        C{,max_connections=N}.
     @param index: The 1-based position of this C{--backend} option.
     @return: The backend.
     @raise ConfigError: Beginning with C{--backend "<spec>":}.
@@ -1846,7 +1874,9 @@ def parseBackendSpec(spec: str, index: int) -> BackendConfig:
         if not equals or key in values:
             raise ConfigError(f'--backend "{spec}": give {key}=VALUE once')
         values[key] = (
-            int(value) if key == "weight" and _DIGITS.fullmatch(value) else value
+            int(value)
+            if key in ("weight", "max_connections") and _DIGITS.fullmatch(value)
+            else value
         )
     return _parseBackend(values, f'--backend "{spec}"')
 

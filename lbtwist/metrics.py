@@ -16,6 +16,7 @@ lbtwist_backend_up                             gauge      pool, backend
 lbtwist_backend_state                          gauge      pool, backend, state
 lbtwist_backend_weight                         gauge      pool, backend
 lbtwist_backend_active                         gauge      pool, backend
+lbtwist_backend_max_connections                gauge      pool, backend
 lbtwist_backend_requests_total                 counter    pool, backend
 lbtwist_backend_responses_total                counter    pool, backend, code
 lbtwist_backend_failures_total                 counter    pool, backend, reason
@@ -23,6 +24,9 @@ lbtwist_backend_request_duration_seconds       histogram  pool, backend
 lbtwist_backend_recent_latency_seconds         gauge      pool, backend, quantile
 lbtwist_backend_health_check_duration_seconds  histogram  pool, backend
 lbtwist_backend_health_check_ok                gauge      pool, backend
+lbtwist_pool_queue_length                      gauge      pool
+lbtwist_pool_queue_timeouts_total              counter    pool
+lbtwist_pool_queue_full_total                  counter    pool
 lbtwist_frontend_connections_total             counter    frontend
 lbtwist_frontend_connections_open              gauge      frontend
 lbtwist_frontend_received_bytes_total          counter    frontend
@@ -37,6 +41,13 @@ lbtwist_frontend_responses_total               counter    frontend, code
   C{down}, C{draining}, C{disabled}) and 0 for the three others.
 - C{lbtwist_backend_active} counts the requests in flight;
   C{lbtwist_backend_requests_total} the attempts started.
+- C{lbtwist_backend_max_connections} is the backend's C{max_connections};
+  it is absent for a backend without a limit.
+- C{lbtwist_pool_queue_length} counts the requests (TCP pools: connections)
+  waiting for a backend with room; C{lbtwist_pool_queue_timeouts_total}
+  those that got 503 after C{queue_timeout}, and
+  C{lbtwist_pool_queue_full_total} those that got 503 because C{max_queue}
+  were waiting already.
 - C{code} is the status class, C{1xx} to C{5xx}.
   C{lbtwist_backend_responses_total} counts the responses relayed from the
   backend; C{lbtwist_frontend_responses_total} those sent to clients,
@@ -137,6 +148,7 @@ class BalancerCollector(Collector):
         @return: The metric families documented in L{lbtwist.metrics}.
         """
         yield from self._backendMetrics()
+        yield from self._poolMetrics()
         yield from self._frontendMetrics()
 
     def _backends(self) -> Iterator[tuple[list[str], Backend]]:
@@ -169,6 +181,11 @@ class BalancerCollector(Collector):
         active = GaugeMetricFamily(
             "lbtwist_backend_active",
             "Requests in flight to the backend.",
+            labels=_BACKEND,
+        )
+        maxConnections = GaugeMetricFamily(
+            "lbtwist_backend_max_connections",
+            "The backend's max_connections (absent without a limit).",
             labels=_BACKEND,
         )
         requests = CounterMetricFamily(
@@ -214,6 +231,8 @@ class BalancerCollector(Collector):
                 state.add_metric(labels + [each.value], int(backend.state is each))
             weight.add_metric(labels, backend.weight)
             active.add_metric(labels, backend.active)
+            if backend.maxConnections is not None:
+                maxConnections.add_metric(labels, backend.maxConnections)
             requests.add_metric(labels, backend.requests)
             for code in STATUS_CLASSES:
                 responses.add_metric(labels + [code], stats.responses[code])
@@ -232,6 +251,7 @@ class BalancerCollector(Collector):
             state,
             weight,
             active,
+            maxConnections,
             requests,
             responses,
             failures,
@@ -240,6 +260,33 @@ class BalancerCollector(Collector):
             checkDuration,
             checkOk,
         ]
+
+    def _poolMetrics(self) -> Iterator[Metric]:
+        """
+        @return: The pool metric families (the queues).
+        """
+        length = GaugeMetricFamily(
+            "lbtwist_pool_queue_length",
+            "Requests waiting in the pool's queue for a backend with room.",
+            labels=["pool"],
+        )
+        timeouts = CounterMetricFamily(
+            "lbtwist_pool_queue_timeouts_total",
+            "Requests refused with 503 after waiting queue_timeout.",
+            labels=["pool"],
+        )
+        full = CounterMetricFamily(
+            "lbtwist_pool_queue_full_total",
+            "Requests refused with 503 because max_queue were waiting.",
+            labels=["pool"],
+        )
+        for pool in self._balancer.pools.values():
+            labels = [pool.name]
+            queue = pool.queue
+            length.add_metric(labels, len(queue))
+            timeouts.add_metric(labels, queue.timeouts)
+            full.add_metric(labels, queue.rejected)
+        yield from [length, timeouts, full]
 
     def _frontendMetrics(self) -> Iterator[Metric]:
         """

@@ -8,7 +8,11 @@ transport is paused as soon as it connects, as in
 C{twisted.protocols.portforward}).  A backend that refuses the connection or
 does not accept it within the pool's C{connect_timeout} counts as a failure
 toward its passive health, and the next available backend is tried, up to
-the pool's C{retries}; then the client is closed.  Once connected, a
+the pool's C{retries}; then the client is closed.  While every available
+backend is at its C{max_connections}, the connection waits in the pool's
+queue, at most the pool's C{queue_timeout}; then, or when the queue is
+full, it is closed.  A waiting client is read from (up to 64 KiB, kept for
+the backend), so that one that goes away leaves the queue at once.  Once connected, a
 L{lbtwist.tunnel.Tunnel} relays the bytes with backpressure, half-close and
 the pool's C{idle_timeout}; the backend counts the connection in C{active}
 (for least-connections and draining) until it closes.
@@ -68,6 +72,12 @@ from lbtwist.tls import matchesServerName
 from lbtwist.tunnel import Tunnel, TunnelTotals
 
 __all__ = ["TCPProxyFactory"]
+
+_QUEUED_READ_LIMIT = 65536
+"""
+Bytes of a client's data kept while its connection waits in the queue;
+then it is not read from until a backend is connected.
+"""
 
 _log = Logger()
 
@@ -174,6 +184,7 @@ class _ClientConnection(Protocol):
         self._headerTimer: IDelayedCall | None = None
         self._early: list[bytes] = []
         self._earlyEOF = False
+        self._earlySize = 0
         if not factory.routes:
             assert factory.pool is not None
             self._use(factory.pool)
@@ -259,6 +270,9 @@ class _ClientConnection(Protocol):
             self._helloReceived(data)
         elif self._outcome is None:
             self._early.append(data)
+            self._earlySize += len(data)
+            if self._earlySize > _QUEUED_READ_LIMIT:
+                self.transport.pauseProducing()
 
     def readConnectionLost(self) -> None:
         """
@@ -344,6 +358,7 @@ class _ClientConnection(Protocol):
         self._stopHeaderTimer()
         if rest:
             self._early.append(rest)
+            self._earlySize += len(rest)
         self._proceed()
 
     def _headerTimedOut(self) -> None:
@@ -380,6 +395,7 @@ class _ClientConnection(Protocol):
         """
         assert self._hello is not None
         self._early.append(data)
+        self._earlySize += len(data)
         factory = self._factory
         try:
             hello = self._hello.feed(data)
@@ -434,8 +450,14 @@ class _ClientConnection(Protocol):
         pool, attempts = self._routed()
         lease = attempts.next()
         if lease is None:
-            self._giveUp()
+            if not attempts.wait(self._connect):
+                self._giveUp()
+            elif attempts.waiting and self._earlySize <= _QUEUED_READ_LIMIT:
+                # Read while waiting, so that a client that goes away leaves
+                # the queue at once; what it sends is kept, up to a limit.
+                self.transport.resumeProducing()
             return
+        self.transport.pauseProducing()
         self._lease = lease
         d = self._factory.endpointFor(lease.backend, pool).connect(
             _BackendConnectionFactory()
@@ -474,7 +496,7 @@ class _ClientConnection(Protocol):
         """
         factory = self._factory
         pool, attempts = self._routed()
-        if not attempts.tried:
+        if not attempts.tried or attempts.queueProblem is not None:
             _log.warn(
                 "{frontend}: closing connection from {client}: {why}",
                 frontend=factory.frontend.name,
@@ -482,7 +504,7 @@ class _ClientConnection(Protocol):
                 client=_host(self._source),
                 why=attempts.giveUpReason(),
             )
-            self._close("no backend available")
+            self._close(attempts.queueProblem or "no backend available")
             return
         _log.warn(
             "{frontend}: closing connection from {client} after {attempts} "

@@ -157,6 +157,7 @@ class _ReplayBody:
         "_size",
         "_target",
         "_delivering",
+        "_waiting",
         "overflowed",
         "ended",
         "length",
@@ -170,6 +171,7 @@ class _ReplayBody:
         self._size = 0
         self._target: UpstreamConnection | None = None
         self._delivering = False
+        self._waiting = False
         self.overflowed = False
         self.ended = False
         self.length: int | None = body.length
@@ -199,6 +201,9 @@ class _ReplayBody:
             self._delivering = True
             connection.registerBodyProducer(self)
             self._body.deliver(self)
+            if self._waiting:
+                self._waiting = False
+                self._body.resumeProducing()
             return
         for chunk in self._chunks:
             connection.writeBody(chunk)
@@ -207,6 +212,15 @@ class _ReplayBody:
         else:
             connection.registerBodyProducer(self)
             self._body.resumeProducing()
+
+    def hold(self) -> None:
+        """
+        The request waits in its pool's queue before its first attempt:
+        stop reading the client, so that no body piles up meanwhile.
+        """
+        if not self._delivering and not self.ended:
+            self._waiting = True
+            self._body.pauseProducing()
 
     def detach(self) -> None:
         """
@@ -352,12 +366,19 @@ class _Forward:
 
     def _attempt(self) -> None:
         """
-        Make the next attempt, or answer with an error when none is left.
+        Make the next attempt, or wait in the pool's queue for a backend
+        with room, or answer with an error when none is left.
         """
         if self._over:
             return
-        lease = self._attempts.next()
+        attempts = self._attempts
+        lease = attempts.next()
         if lease is None:
+            if attempts.wait(self._attempt):
+                body = self._body
+                if body is not None and attempts.waiting:
+                    body.hold()
+                return
             self._giveUp()
             return
         self._lease = lease

@@ -330,6 +330,17 @@ class PoolsAPITests(AdminTestCase):
             [(b["name"], b["state"]) for b in api["backends"]], [("x", "draining")]
         )
         self.assertEqual(
+            (
+                app["queue"],
+                app["max_queue"],
+                app["queue_timeout"],
+                app["queue_timeouts"],
+                app["queue_full"],
+                app["backends"][0]["max_connections"],
+            ),
+            (0, 1000, 5.0, 0, 0, None),
+        )
+        self.assertEqual(
             set(app["backends"][0]),
             {
                 "name",
@@ -339,6 +350,7 @@ class PoolsAPITests(AdminTestCase):
                 "state",
                 "reason",
                 "active",
+                "max_connections",
                 "requests",
                 "failures",
                 "failures_by_reason",

@@ -10,7 +10,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from lbtwist.attempts import Attempts, Lease
-from lbtwist.backend import Backend
+from lbtwist.backend import Backend, BackendState
 from lbtwist.failures import UpstreamFailure
 from lbtwist.pool import BackendPool
 from lbtwist.strategies import Choice
@@ -256,3 +256,310 @@ class WhenReadyTests(SynchronousTestCase):
         pool.backends[0].checkResult(True, "connected", 0.0)
         clock.advance(5)
         self.assertEqual(calls, [])
+
+
+def limitedPool(
+    limits: tuple[int | None, ...] = (1, 1), **poolOptions: object
+) -> BackendPool:
+    """
+    A pool C{app} of backends C{a}, C{b}... with these C{max_connections}
+    (L{None}: no limit), without health checks.
+    """
+    backends: list[dict[str, object]] = []
+    for index, limit in enumerate(limits):
+        backend: dict[str, object] = {
+            "url": f"http://127.0.0.1:{9001 + index}",
+            "name": "abcdefgh"[index],
+        }
+        if limit is not None:
+            backend["max_connections"] = limit
+        backends.append(backend)
+    return BackendPool(makeConfig(backend=backends, **poolOptions).pools[0])
+
+
+class _Request:
+    """
+    A request as the proxies make it: its first attempt when ready, waiting
+    in the queue when no backend has room, giving up when L{Attempts} says
+    so.
+    """
+
+    def __init__(self, clock: Clock, pool: BackendPool, retries: int = 2) -> None:
+        self.attempts = Attempts(
+            clock,
+            lambda now, tried: pool.choose(now, tried),
+            retries,
+            "GET /",
+            pool,
+        )
+        self.leases: list[Lease] = []
+        self.gaveUp = False
+
+    def start(self) -> _Request:
+        self.attempts.whenReady(self.attempt)
+        return self
+
+    def attempt(self) -> None:
+        lease = self.attempts.next()
+        if lease is None:
+            if not self.attempts.wait(self.attempt):
+                self.gaveUp = True
+            return
+        self.leases.append(lease)
+
+    @property
+    def lease(self) -> Lease:
+        return self.leases[-1]
+
+
+class QueueTests(SynchronousTestCase):
+    """
+    Requests wait in their pool's queue while every available backend is at
+    its C{max_connections} (L{Attempts.wait}, L{lbtwist.pool.PoolQueue}).
+    """
+
+    def test_waitsForAFreedSlot(self) -> None:
+        """
+        With both backends full, a request waits (no lease, no 503); when a
+        lease is released, it takes that slot, and no timer is left.
+        """
+        clock = Clock()
+        pool = limitedPool()
+        first, second = _Request(clock, pool).start(), _Request(clock, pool).start()
+        waiting = _Request(clock, pool).start()
+        self.assertEqual((waiting.leases, waiting.gaveUp), ([], False))
+        self.assertEqual(len(pool.queue), 1)
+        self.assertTrue(waiting.attempts.waiting)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        clock.advance(1.0)
+        second.lease.release()
+        self.assertEqual(len(waiting.leases), 1)
+        self.assertIs(waiting.lease.backend, second.lease.backend)
+        self.assertEqual(waiting.lease.started, 1.0)
+        self.assertEqual((len(pool.queue), clock.getDelayedCalls()), (0, []))
+        self.assertFalse(waiting.attempts.waiting)
+        self.assertEqual([b.active for b in pool.backends], [1, 1])
+        self.assertEqual(waiting.attempts.tried, [second.lease.backend])
+
+    def test_oldestFirstAndExactlyOne(self) -> None:
+        """
+        Each freed slot wakes exactly one waiting request, the oldest.
+        """
+        clock = Clock()
+        pool = limitedPool()
+        holders = [_Request(clock, pool).start() for _ in range(2)]
+        waiting = [_Request(clock, pool).start() for _ in range(3)]
+        self.assertEqual(len(pool.queue), 3)
+        holders[0].lease.release()
+        self.assertEqual([len(w.leases) for w in waiting], [1, 0, 0])
+        self.assertEqual(len(pool.queue), 2)
+        holders[1].lease.release()
+        self.assertEqual([len(w.leases) for w in waiting], [1, 1, 0])
+        waiting[0].lease.release()
+        self.assertEqual([len(w.leases) for w in waiting], [1, 1, 1])
+        self.assertEqual((len(pool.queue), clock.getDelayedCalls()), (0, []))
+
+    def test_timeout(self) -> None:
+        """
+        After C{queue_timeout} the request leaves the queue and gives up
+        with 503 and a reason naming the timeout and the pool; the timeout
+        is counted.
+        """
+        clock = Clock()
+        pool = limitedPool(queue_timeout=2.5)
+        holders = [_Request(clock, pool).start() for _ in range(2)]
+        waiting = _Request(clock, pool).start()
+        clock.advance(2.4)
+        self.assertFalse(waiting.gaveUp)
+        clock.advance(0.1)
+        self.assertTrue(waiting.gaveUp)
+        attempts = waiting.attempts
+        self.assertEqual(attempts.giveUpStatus(), 503)
+        reason = 'queue timeout after 2.5s in pool "app"'
+        self.assertEqual(attempts.giveUpReason(), reason)
+        self.assertEqual(attempts.retryReasons, [reason])
+        self.assertEqual(attempts.queueProblem, "queue timeout")
+        self.assertEqual(
+            (len(pool.queue), pool.queue.timeouts, clock.getDelayedCalls()),
+            (0, 1, []),
+        )
+        # A slot freed later goes to nobody.
+        holders[0].lease.release()
+        self.assertEqual(waiting.leases, [])
+        self.assertEqual(pool.backends[0].active, 0)
+
+    def test_queueFull(self) -> None:
+        """
+        Beyond C{max_queue} waiting requests, a request gives up at once
+        with a reason saying so; it is counted, and starts no timer.
+        """
+        clock = Clock()
+        pool = limitedPool(max_queue=2)
+        for _ in range(2 + 2):
+            _Request(clock, pool).start()
+        self.assertEqual(len(pool.queue), 2)
+        refused = _Request(clock, pool).start()
+        self.assertTrue(refused.gaveUp)
+        self.assertEqual(refused.attempts.giveUpStatus(), 503)
+        self.assertEqual(
+            refused.attempts.giveUpReason(), 'queue full (2 waiting) in pool "app"'
+        )
+        self.assertEqual(refused.attempts.queueProblem, "queue full")
+        self.assertEqual((len(pool.queue), pool.queue.rejected), (2, 1))
+        self.assertEqual(len(clock.getDelayedCalls()), 2)
+
+    def test_noQueue(self) -> None:
+        """
+        With C{max_queue = 0}, a request that finds every backend full gets
+        503 at once.
+        """
+        clock = Clock()
+        pool = limitedPool(max_queue=0)
+        [_Request(clock, pool).start() for _ in range(2)]
+        refused = _Request(clock, pool).start()
+        self.assertTrue(refused.gaveUp)
+        self.assertIn("has no queue (max_queue = 0)", refused.attempts.giveUpReason())
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_cancelLeavesTheQueue(self) -> None:
+        """
+        A request that ends while waiting (its client went away) leaves the
+        queue and cancels its timer; a later freed slot goes to the next
+        one.
+        """
+        clock = Clock()
+        pool = limitedPool()
+        holders = [_Request(clock, pool).start() for _ in range(2)]
+        gone = _Request(clock, pool).start()
+        later = _Request(clock, pool).start()
+        gone.attempts.cancel()
+        self.assertEqual(len(pool.queue), 1)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        holders[0].lease.release()
+        self.assertEqual((gone.leases, len(later.leases)), ([], 1))
+        self.assertEqual((len(pool.queue), clock.getDelayedCalls()), (0, []))
+        clock.advance(10.0)
+        self.assertFalse(gone.gaveUp)
+
+    def test_noBackendAvailableIsNotQueued(self) -> None:
+        """
+        When no backend is available at all (down, not full), the request
+        is not queued: 503 at once, saying why.
+        """
+        clock = Clock()
+        pool = limitedPool()
+        for backend in pool.backends:
+            backend.setState(BackendState.DISABLED, "test", 0.0)
+        request = _Request(clock, pool).start()
+        self.assertTrue(request.gaveUp)
+        self.assertIsNone(request.attempts.queueProblem)
+        self.assertIn("2 of 2 disabled", request.attempts.giveUpReason())
+        self.assertEqual((len(pool.queue), clock.getDelayedCalls()), (0, []))
+
+    def test_unlimitedBackendNeverFull(self) -> None:
+        """
+        A backend without C{max_connections} takes any number of requests,
+        and a pool without limits never queues or links its backends to
+        its queue.
+        """
+        clock = Clock()
+        pool = limitedPool((None, None))
+        self.assertFalse(pool.limited)
+        self.assertEqual([b.queue for b in pool.backends], [None, None])
+        requests = [_Request(clock, pool).start() for _ in range(50)]
+        self.assertTrue(all(r.leases for r in requests))
+        mixed = limitedPool((1, None))
+        self.assertTrue(mixed.limited)
+        self.assertEqual(
+            [b.queue for b in mixed.backends], [mixed.queue, None]
+        )
+
+    def test_slotThatAppearsServesTheOldestFirst(self) -> None:
+        """
+        A slot that opens without a release (a backend comes up) goes to
+        the oldest waiting request, not to a newcomer, which waits behind
+        it.
+        """
+        clock = Clock()
+        pool = limitedPool()
+        a, b = pool.backends
+        b.setState(BackendState.DISABLED, "test", 0.0)
+        holder = _Request(clock, pool).start()
+        self.assertIs(holder.lease.backend, a)
+        oldest = _Request(clock, pool).start()
+        self.assertEqual(len(pool.queue), 1)
+        b.setState(BackendState.UP, "test", 1.0)
+        newcomer = _Request(clock, pool).start()
+        self.assertIs(oldest.lease.backend, b)
+        self.assertEqual(newcomer.leases, [])
+        self.assertTrue(newcomer.attempts.waiting)
+        holder.lease.release()
+        self.assertIs(newcomer.lease.backend, a)
+        self.assertEqual((len(pool.queue), clock.getDelayedCalls()), (0, []))
+
+    def test_retryWaitsForABackendNotTried(self) -> None:
+        """
+        A retry after a failed attempt may wait in the queue too, for a
+        backend it was not tried on: a slot freed on the backend that
+        failed goes to another request.
+        """
+        clock = Clock()
+        pool = limitedPool((1, 1, 1))
+        a, b, c = pool.backends
+        failing = _Request(clock, pool).start()
+        self.assertIs(failing.lease.backend, a)
+        holders = [_Request(clock, pool).start() for _ in range(2)]
+        self.assertTrue(failing.attempts.failed(failing.lease, REFUSED))
+        failing.attempt()
+        self.assertTrue(failing.attempts.waiting)
+        other = _Request(clock, pool).start()
+        # a's slot is free again, and taken by the newcomer: the retry
+        # waits for b or c.
+        self.assertIs(other.lease.backend, a)
+        other.lease.release()
+        self.assertEqual(len(failing.leases), 1)
+        self.assertEqual(a.active, 0)
+        holders[1].lease.release()
+        self.assertIs(failing.lease.backend, c)
+        self.assertEqual(failing.attempts.tried, [a, c])
+        self.assertEqual((len(pool.queue), clock.getDelayedCalls()), (0, []))
+
+    def test_retryTimeoutIs503(self) -> None:
+        """
+        A retry that waits too long in the queue gives up with 503 and the
+        queue's reason after the failed attempt's.
+        """
+        clock = Clock()
+        pool = limitedPool((1, 1))
+        failing = _Request(clock, pool).start()
+        _Request(clock, pool).start()
+        failing.attempts.failed(failing.lease, TIMEOUT)
+        failing.attempt()
+        clock.advance(5.0)
+        self.assertTrue(failing.gaveUp)
+        self.assertEqual(failing.attempts.giveUpStatus(), 503)
+        self.assertEqual(
+            failing.attempts.retryReasons,
+            [
+                "a: response timeout",
+                'queue timeout after 5.0s in pool "app"',
+            ],
+        )
+
+    def test_wokenRequestThatEndedGivesTheSlotBack(self) -> None:
+        """
+        A request woken whose proceed does not take the lease (it ended
+        meanwhile) gives the slot back, to the next waiting request.
+        """
+        clock = Clock()
+        pool = limitedPool((1,))
+        holder = _Request(clock, pool).start()
+        ended = _Request(clock, pool).start()
+        ended.attempt = lambda: None  # type: ignore[method-assign]
+        ended.attempts._proceed = ended.attempt
+        nextOne = _Request(clock, pool).start()
+        holder.lease.release()
+        self.assertEqual(ended.leases, [])
+        self.assertEqual(len(nextOne.leases), 1)
+        self.assertEqual(pool.backends[0].active, 1)
+        self.assertEqual((len(pool.queue), clock.getDelayedCalls()), (0, []))

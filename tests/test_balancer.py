@@ -474,6 +474,7 @@ class JSONViewTests(SynchronousTestCase):
                 "state_since": None,
                 "state_seconds": None,
                 "active": 0,
+                "max_connections": None,
                 "requests": 0,
                 "failures": 0,
                 "failures_by_reason": {

@@ -2412,3 +2412,76 @@ class RouteConfigTests(ConfigErrorAssertions):
                 ),
             ]
         )
+
+
+class ConnectionLimitTests(ConfigErrorAssertions):
+    """
+    C{max_connections} per backend, C{max_queue} and C{queue_timeout} per
+    pool.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        Without them, backends have no limit; a pool's queue holds 1000
+        requests for 5 seconds at most.
+        """
+        pool = parseConfig(minimalDocument()).pools[0]
+        self.assertEqual([b.max_connections for b in pool.backends], [None, None])
+        self.assertEqual((pool.max_queue, pool.queue_timeout), (1000, 5.0))
+
+    def test_values(self) -> None:
+        """
+        The values given are kept; C{max_queue = 0} means no queue.
+        """
+        document = changed("backend", max_connections=20)
+        document["pool"][0].update(max_queue=0, queue_timeout=1)
+        pool = parseConfig(document).pools[0]
+        self.assertEqual([b.max_connections for b in pool.backends], [None, 20])
+        self.assertEqual((pool.max_queue, pool.queue_timeout), (0, 1.0))
+
+    def test_errors(self) -> None:
+        """
+        Bad values, and queue settings in a pool without limits (they would
+        be ignored), are refused, naming the key.
+        """
+        withLimit = changed("backend", max_connections=2)
+        negativeQueue = copy.deepcopy(withLimit)
+        negativeQueue["pool"][0]["max_queue"] = -1
+        zeroTimeout = copy.deepcopy(withLimit)
+        zeroTimeout["pool"][0]["queue_timeout"] = 0
+        self.assertErrors(
+            [
+                (
+                    changed("backend", max_connections=0),
+                    'pool "app" backend 2: max_connections must be a positive '
+                    "integer",
+                ),
+                (
+                    changed("backend", max_connections=True),
+                    'pool "app" backend 2: max_connections must be a positive '
+                    "integer",
+                ),
+                (negativeQueue, 'pool "app": max_queue must be an integer >= 0'),
+                (
+                    zeroTimeout,
+                    'pool "app": queue_timeout must be a number greater than 0',
+                ),
+                (
+                    changed("pool", max_queue=10),
+                    'pool "app": max_queue needs max_connections on a backend '
+                    "(without a limit nothing ever waits)",
+                ),
+                (
+                    changed("pool", queue_timeout=1.0),
+                    'pool "app": queue_timeout needs max_connections on a '
+                    "backend (without a limit nothing ever waits)",
+                ),
+            ]
+        )
+
+    def test_quickForm(self) -> None:
+        """
+        The quick form takes C{,max_connections=N}.
+        """
+        backend = parseBackendSpec("http://127.0.0.1:9001,max_connections=8", 1)
+        self.assertEqual(backend.max_connections, 8)

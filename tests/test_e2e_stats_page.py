@@ -88,6 +88,8 @@ class StatsPageLayoutTests(SynchronousTestCase):
         names = ["one", LONG_NAME, "b2-" + "x" * 40]
         backendTables = "".join(
             f'[[pool.backend]]\nname = "{name}"\nurl = "{backend.url}"\nweight = 2\n'
+            # Wide limits: "0/100,000" in the Active column.
+            "max_connections = 100000\n"
             for name, backend in zip(names, self.backends)
         ) + "".join(
             f'[[pool.backend]]\nname = "down-{index}"\n'
@@ -193,6 +195,15 @@ state_file = "{state}"
             ".textContent"
         )
         self.assertEqual(weight, "7*")
+        heading = self.browser.evaluate(
+            "[...document.querySelectorAll('h2')].map(h => h.textContent).join()"
+        )
+        self.assertIn("queue 0 of 1,000 max, 5 s timeout", heading)
+        active = self.browser.evaluate(
+            "[...document.querySelectorAll('td[title*=\"max_connections\"]')]"
+            ".map(td => td.textContent)"
+        )
+        self.assertEqual(active, ["0/100,000"] * 3)
 
     def test_usableAt1024(self) -> None:
         """

@@ -153,6 +153,7 @@ class RegistryTests(SynchronousTestCase):
                 "lbtwist_backend_state": "gauge",
                 "lbtwist_backend_weight": "gauge",
                 "lbtwist_backend_active": "gauge",
+                "lbtwist_backend_max_connections": "gauge",
                 "lbtwist_backend_requests": "counter",
                 "lbtwist_backend_responses": "counter",
                 "lbtwist_backend_failures": "counter",
@@ -160,6 +161,9 @@ class RegistryTests(SynchronousTestCase):
                 "lbtwist_backend_recent_latency_seconds": "gauge",
                 "lbtwist_backend_health_check_duration_seconds": "histogram",
                 "lbtwist_backend_health_check_ok": "gauge",
+                "lbtwist_pool_queue_length": "gauge",
+                "lbtwist_pool_queue_timeouts": "counter",
+                "lbtwist_pool_queue_full": "counter",
                 "lbtwist_frontend_connections": "counter",
                 "lbtwist_frontend_connections_open": "gauge",
                 "lbtwist_frontend_received_bytes": "counter",
@@ -185,7 +189,7 @@ class RegistryTests(SynchronousTestCase):
     def test_collector(self) -> None:
         """
         L{BalancerCollector.collect} yields the backend families, then the
-        frontend families, in the documented order.
+        pool families, then the frontend families, in the documented order.
         """
         balancer = makeBalancer()
         collector = BalancerCollector(balancer, Clock())
@@ -196,6 +200,7 @@ class RegistryTests(SynchronousTestCase):
                 "lbtwist_backend_state",
                 "lbtwist_backend_weight",
                 "lbtwist_backend_active",
+                "lbtwist_backend_max_connections",
                 "lbtwist_backend_requests",
                 "lbtwist_backend_responses",
                 "lbtwist_backend_failures",
@@ -203,6 +208,9 @@ class RegistryTests(SynchronousTestCase):
                 "lbtwist_backend_recent_latency_seconds",
                 "lbtwist_backend_health_check_duration_seconds",
                 "lbtwist_backend_health_check_ok",
+                "lbtwist_pool_queue_length",
+                "lbtwist_pool_queue_timeouts",
+                "lbtwist_pool_queue_full",
                 "lbtwist_frontend_connections",
                 "lbtwist_frontend_connections_open",
                 "lbtwist_frontend_received_bytes",
@@ -509,4 +517,68 @@ class FrontendMetricsTests(SynchronousTestCase):
         self.assertIn(
             ("lbtwist_frontend_connections_open", labels(frontend=odd)),
             scrape(balancer)["lbtwist_frontend_connections_open"],
+        )
+
+
+class PoolMetricsTests(SynchronousTestCase):
+    """
+    Tests for the pool (queue) metrics of L{BalancerCollector}.
+    """
+
+    def test_queue(self) -> None:
+        """
+        C{lbtwist_pool_queue_length} is each pool's queue length now; the
+        two counters count the requests refused after C{queue_timeout} and
+        because the queue was full.
+        """
+        balancer = makeBalancer()
+        queue = balancer.pools["app"].queue
+
+        class Waiter:
+            retrying = False
+
+            def wants(self, backend: Backend) -> bool:
+                return True
+
+            def wake(self) -> Backend | None:
+                return None
+
+        queue.add(Waiter())
+        queue.add(Waiter())
+        queue.timeouts, queue.rejected = 3, 4
+        metrics = scrape(balancer)
+        app, static = labels(pool="app"), labels(pool="static")
+        self.assertEqual(
+            metrics["lbtwist_pool_queue_length"],
+            {
+                ("lbtwist_pool_queue_length", app): 2.0,
+                ("lbtwist_pool_queue_length", static): 0.0,
+            },
+        )
+        self.assertEqual(
+            metrics["lbtwist_pool_queue_timeouts"][
+                ("lbtwist_pool_queue_timeouts_total", app)
+            ],
+            3.0,
+        )
+        self.assertEqual(
+            metrics["lbtwist_pool_queue_full"][("lbtwist_pool_queue_full_total", app)],
+            4.0,
+        )
+
+    def test_maxConnections(self) -> None:
+        """
+        C{lbtwist_backend_max_connections} is given for a backend with a
+        limit only.
+        """
+        balancer = makeBalancer()
+        backendOf(balancer, "app", "a").maxConnections = 8
+        self.assertEqual(
+            scrape(balancer)["lbtwist_backend_max_connections"],
+            {
+                (
+                    "lbtwist_backend_max_connections",
+                    labels(pool="app", backend="a"),
+                ): 8.0
+            },
         )

@@ -13,7 +13,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from lbtwist.backend import Backend, BackendState
 from lbtwist.config import BackendConfig, HealthCheckConfig, PoolConfig
 from lbtwist.pool import BackendPool
-from lbtwist.strategies import LeastConnections, RoundRobin, WeightedRoundRobin
+from lbtwist.strategies import (
+    Choice,
+    LeastConnections,
+    RoundRobin,
+    WeightedRoundRobin,
+)
 
 
 def makePool(
@@ -21,6 +26,7 @@ def makePool(
     check: str = "none",
     weights: tuple[int, ...] = (1, 1, 1),
     cooldown: float = 10.0,
+    max_connections: tuple[int | None, ...] = (None, None, None),
     **keys: object,
 ) -> BackendPool:
     """
@@ -31,6 +37,7 @@ def makePool(
     @param check: The kind of active health check.
     @param weights: One weight per backend.
     @param cooldown: Seconds a passively failed backend is skipped.
+    @param max_connections: One C{max_connections} per backend.
     @return: The pool.
     """
     backends = tuple(
@@ -41,6 +48,9 @@ def makePool(
             port=9001 + index,
             name="abcdefgh"[index],
             weight=weight,
+            max_connections=(
+                max_connections[index] if index < len(max_connections) else None
+            ),
         )
         for index, weight in enumerate(weights)
     )
@@ -351,3 +361,109 @@ class ObserveTests(SynchronousTestCase):
         reloaded.adopt(pool)
         self.assertIs(reloaded.backends[0], a)
         self.assertEqual(reloaded.strategy.latency(a), 0.05)  # type: ignore[attr-defined]
+
+
+class LimitTests(SynchronousTestCase):
+    """
+    C{max_connections}: a full backend is not eligible, and the queue
+    survives a reload.
+    """
+
+    def test_fullBackendNotEligible(self) -> None:
+        """
+        A backend with as many requests in flight as its C{max_connections}
+        is not chosen; when all are full, nothing is, and the request could
+        wait in the queue.
+        """
+        pool = makePool("least-connections", max_connections=(2, 1, None))
+        a, b, c = pool.backends
+        self.assertEqual(
+            [backend.maxConnections for backend in pool.backends], [2, 1, None]
+        )
+        a.active, b.active, c.active = 2, 0, 5
+        choice = pool.choose(0.0, exclude=[c])
+        assert choice is not None
+        self.assertIs(choice.backend, b)
+        b.active = 1
+        self.assertIsNone(pool.choose(0.0, exclude=[c]))
+        self.assertTrue(pool.canQueue(0.0, exclude=[c]))
+        self.assertFalse(pool.canQueue(0.0, exclude=[a, b]))
+        a.setState(BackendState.DISABLED, "test", 0.0)
+        b.setState(BackendState.DISABLED, "test", 0.0)
+        self.assertFalse(pool.canQueue(0.0, exclude=[c]))
+
+    def test_stickyToAFullBackend(self) -> None:
+        """
+        A sticky cookie naming a full backend is not usable: another
+        backend with room is chosen, and the choice says so.
+        """
+        pool = makePool(max_connections=(1, 1, 1))
+        a = pool.backends[0]
+        a.active = 1
+        choice = pool.choose(0.0, sticky="a")
+        assert choice is not None
+        self.assertIsNot(choice.backend, a)
+        self.assertIn("sticky cookie for a not usable", choice.why)
+
+    def test_waitingGoFirst(self) -> None:
+        """
+        While requests wait in the queue, a new request is not given a
+        backend (it queues behind them), except while the queue is waking
+        one of them.
+        """
+        pool = makePool(max_connections=(1, 1, 1))
+        choices: list[Choice | None] = []
+
+        class Waiter:
+            retrying = False
+
+            def wants(self, backend: Backend) -> bool:
+                return True
+
+            def wake(self) -> Backend | None:
+                choice = pool.choose(0.0)
+                choices.append(choice)
+                return None if choice is None else choice.backend
+
+        waiter = Waiter()
+        pool.queue.add(waiter)
+        self.assertIsNone(pool.choose(0.0))
+        pool.queue.pump()
+        self.assertIsNotNone(choices[0])
+        pool.queue.remove(waiter)
+        self.assertIsNotNone(pool.choose(0.0))
+
+    def test_reloadKeepsTheQueue(self) -> None:
+        """
+        A pool that adopts the previous one takes over its waiting requests
+        (ahead of its own) and its counters, and its limited backends wake
+        its queue.
+        """
+        old = makePool(max_connections=(1, 1, 1))
+        new = makePool(max_connections=(1, 1, 1))
+
+        class Waiter:
+            retrying = False
+
+            def wants(self, backend: Backend) -> bool:
+                return True
+
+            def wake(self) -> Backend | None:
+                return None
+
+        first, second = Waiter(), Waiter()
+        old.queue.add(first)
+        old.queue.timeouts, old.queue.rejected = 3, 4
+        new.queue.add(second)
+        new.adopt(old)
+        self.assertEqual(list(new.queue._waiting), [first, second])
+        self.assertEqual(len(old.queue), 0)
+        self.assertEqual((new.queue.timeouts, new.queue.rejected), (3, 4))
+        self.assertEqual(
+            [backend.queue for backend in new.backends], [new.queue] * 3
+        )
+        self.assertIs(new.backends[0], old.backends[0])
+        unlimited = makePool()
+        unlimited.adopt(new)
+        self.assertFalse(unlimited.limited)
+        self.assertEqual([backend.queue for backend in unlimited.backends], [None] * 3)
