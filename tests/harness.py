@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -25,7 +26,7 @@ import threading
 import time
 import unittest
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 __all__ = [
@@ -1024,6 +1025,24 @@ def _tomlValue(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_tomlValue(v) for v in value) + "]"
     raise TypeError(value)
+
+
+def jsonLogRecords(path: str) -> list[Any]:
+    """
+    The records of a JSON access log written so far: only the complete
+    lines (the last one may still be being written when lbtwist is
+    running).
+
+    @param path: The log file.
+    @return: Its complete lines, parsed; none if it does not exist yet.
+    """
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return []
+    complete = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def configText(

@@ -15,6 +15,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from .harness import (
+    jsonLogRecords,
     Lbtwist,
     ScriptedBackend,
     exchange,
@@ -200,8 +201,7 @@ class AdminTests(SynchronousTestCase):
         path = os.path.join(self.directory, "access.log")
         lines = []
         for _ in range(50):
-            with open(path) as f:
-                lines = [json.loads(line) for line in f if line.strip()]
+            lines = jsonLogRecords(path)
             if len(lines) >= 3:
                 break
             import time

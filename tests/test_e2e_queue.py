@@ -19,6 +19,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from .harness import (
+    jsonLogRecords,
     Lbtwist,
     Response,
     ScriptedBackend,
@@ -184,8 +185,7 @@ class HTTPQueueTests(SynchronousTestCase):
         self.assertEqual(adminJSON(lb, "/api/pools/app")["queue_timeouts"], 1)
 
         def logged() -> list[dict[str, Any]]:
-            with open(accessLog) as f:
-                return [json.loads(line) for line in f if line.strip()]
+            return jsonLogRecords(accessLog)
 
         waitUntil(lambda: len(logged()) == 2, message="two access log lines")
         [late] = [r for r in logged() if r["target"] == "/late"]

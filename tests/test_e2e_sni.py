@@ -20,7 +20,7 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives import serialization
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.harness import Lbtwist, exchange, parseResponse, request
+from tests.harness import Lbtwist, exchange, jsonLogRecords, parseResponse, request
 from tests.tcpharness import readUntilEOF, waitUntil
 from tests.test_tls import Certificates, Issued, makeLeaf, serverPEM, writeFile
 
@@ -183,11 +183,7 @@ listen = "tcp:0:interface=127.0.0.1"
         """
         @return: The access log's lines so far.
         """
-        try:
-            with open(self.logPath) as f:
-                return [json.loads(line) for line in f if line.strip()]
-        except FileNotFoundError:
-            return []
+        return jsonLogRecords(self.logPath)
 
     def waitForLog(self, count: int) -> list[dict[str, object]]:
         """
@@ -301,4 +297,4 @@ listen = "tcp:0:interface=127.0.0.1"
         data, _ = exchange(self.lb.ports["admin"], request("GET", "/", close=True))
         response, _ = parseResponse(data)
         self.assertEqual(response.status, 200)
-        self.assertIn(b"fallback, a, b", response.body)
+        self.assertIn(b"fallback<br>a<br>b", response.body)

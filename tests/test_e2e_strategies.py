@@ -23,6 +23,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.harness import (
+    jsonLogRecords,
     PROJECT_ROOT,
     Client,
     Lbtwist,
@@ -119,8 +120,7 @@ def accessLogRecords(path: str, count: int, timeout: float = 5.0) -> list[Any]:
     deadline = time.monotonic() + timeout
     records: list[Any] = []
     while time.monotonic() < deadline:
-        with open(path) as log:
-            records = [json.loads(line) for line in log if line.strip()]
+        records = jsonLogRecords(path)
         if len(records) >= count:
             break
         time.sleep(0.05)

@@ -21,6 +21,7 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.harness import (
+    jsonLogRecords,
     Lbtwist,
     MiB,
     ScriptedBackend,
@@ -658,11 +659,7 @@ class AccessLogTests(SynchronousTestCase):
         )
 
     def _lines(self) -> list[dict[str, object]]:
-        try:
-            with open(self.path) as f:
-                return [json.loads(line) for line in f if line.strip()]
-        except FileNotFoundError:
-            return []
+        return jsonLogRecords(self.path)
 
     def test_oneLinePerConnection(self) -> None:
         """
