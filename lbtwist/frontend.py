@@ -18,11 +18,13 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from lbtwist._http.errors import errorBody
 from lbtwist._http.headers import ForwardingPolicy
 from lbtwist._http.interfaces import IClientRequest
 from lbtwist._http.server import HTTPServerChannel, IServerFrontend, ServerSettings
 from lbtwist.accesslog import AccessLog, AccessRecord
 from lbtwist.config import FrontendConfig
+from lbtwist.ratelimit import RateLimit, retryAfter
 from lbtwist.stats import FrontendStats
 from lbtwist.strategies import Choice
 
@@ -69,6 +71,7 @@ class HTTPFrontend(Factory):
     @ivar stats: The frontend's counters.
     @ivar accessLog: Where one line per request goes, if anywhere.
     @ivar resource: The root resource requests go to.
+    @ivar rateLimit: The frontend's rate limit, or L{None} if it has none.
     @ivar draining: Whether the frontend is shutting down.
     @ivar channels: The open client connections.
     """
@@ -96,12 +99,14 @@ class HTTPFrontend(Factory):
         self.draining = False
         self.channels: set[HTTPServerChannel] = set()
         self.resource: Any = None
+        self.rateLimit: RateLimit | None = None
         self.reconfigure(frontend, maxBodySize)
 
     def reconfigure(self, frontend: FrontendConfig, maxBodySize: int) -> None:
         """
         Apply new settings (after a reload): new connections and requests
-        follow them; requests in flight finish as they started.
+        follow them; requests in flight finish as they started.  The rate
+        limit keeps its buckets if its settings are unchanged.
 
         @param frontend: The frontend's configuration.
         @param maxBodySize: The request body limit of its pool.
@@ -112,6 +117,13 @@ class HTTPFrontend(Factory):
         self.policy = ForwardingPolicy.fromConfig(
             frontend.trusted_proxies, frontend.add_forwarded
         )
+        limit, current = frontend.rate_limit, self.rateLimit
+        if limit is None:
+            self.rateLimit = None
+        elif current is not None and current.config == limit:
+            current.policy = self.policy
+        else:
+            self.rateLimit = RateLimit(limit, self.policy, frontend.name)
 
     def buildProtocol(self, addr: Any) -> HTTPServerChannel:
         """
@@ -125,9 +137,42 @@ class HTTPFrontend(Factory):
 
     def dispatch(self, request: IClientRequest) -> None:
         """
-        Hand a request to the root resource.
+        Hand a request to the root resource, unless the rate limit refuses
+        it.
         """
+        rateLimit = self.rateLimit
+        if rateLimit is not None:
+            wait = rateLimit.check(request, self.clock.seconds())
+            if wait:
+                self._rateLimited(request, rateLimit, wait)
+                return
         self.resource.forward(request)
+
+    def _rateLimited(
+        self, request: IClientRequest, rateLimit: RateLimit, wait: float
+    ) -> None:
+        """
+        Answer a request over the rate limit: 429 with C{Retry-After}, no
+        backend involved.
+
+        @param wait: Seconds until its key has a token again.
+        """
+        self.stats.rateLimited += 1
+        seconds = retryAfter(wait)
+        phrase, body = errorBody(429, f"retry after {seconds} s")
+        request.respond(
+            429,
+            phrase,
+            [
+                (b"Content-Type", b"text/plain; charset=utf-8"),
+                (b"Retry-After", b"%d" % (seconds,)),
+            ],
+            len(body),
+        )
+        request.write(body)
+        request.finish()
+        reason = rateLimit.describe(request)
+        self.record(request, None, 0, (), 429, request.sentBytes, reason=reason)
 
     def channelOpened(self, channel: HTTPServerChannel) -> None:
         """
@@ -184,10 +229,12 @@ class HTTPFrontend(Factory):
         sentBytes: int,
         strategy: str | None = None,
         choice: Choice | None = None,
+        reason: str | None = None,
     ) -> None:
         """
         Count a finished request and write its access log line.
 
+        @param reason: Why the frontend answered itself, if it did.
         @see: L{lbtwist.web.RequestRecorder}
         """
         self.stats.recordResponse(status)
@@ -228,6 +275,7 @@ class HTTPFrontend(Factory):
                 strategy=strategy,
                 choice=None if choice is None else choice.why,
                 headers=tuple(recorded),
+                reason=reason,
             )
         )
 
