@@ -5,12 +5,15 @@ builds lbtwist's own HTTP/1.1 channels (L{lbtwist._http.server}) and hands
 their requests to the frontend's root resource (a L{lbtwist.web.PoolResource}).
 
 It owns what belongs to the frontend rather than to one request: its
-limits, its counters, its access log lines, its open connections (for
-draining and shutdown), and applying new settings after a reload.
+limits, its rate limit (a request over it is answered 429 here, before any
+backend is chosen), its counters, its access log lines, its open
+connections (for draining and shutdown), and applying new settings after a
+reload.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from twisted.internet.interfaces import IAddress, IReactorTime
@@ -24,7 +27,7 @@ from lbtwist._http.interfaces import IClientRequest
 from lbtwist._http.server import HTTPServerChannel, IServerFrontend, ServerSettings
 from lbtwist.accesslog import AccessLog, AccessRecord
 from lbtwist.config import FrontendConfig
-from lbtwist.ratelimit import RateLimit, retryAfter
+from lbtwist.ratelimit import RateLimit, Refusal
 from lbtwist.stats import FrontendStats
 from lbtwist.strategies import Choice
 
@@ -53,6 +56,24 @@ def serverSettings(frontend: FrontendConfig, maxBodySize: int) -> ServerSettings
         # listener's ProxyHeaderWrappingFactory reads it (see service.py).
         acceptProxy=frontend.accept_proxy and frontend.tls is None,
     )
+
+
+_TOO_MANY_REQUESTS = errorBody(429)[0]
+
+
+@lru_cache(maxsize=64)
+def _tooManyRequests(seconds: int) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
+    """
+    The fields and body of a 429 response (made once for each value).
+
+    @param seconds: The C{Retry-After} value.
+    """
+    _, body = errorBody(429, f"retry after {seconds} s")
+    headers = (
+        (b"Content-Type", b"text/plain; charset=utf-8"),
+        (b"Retry-After", b"%d" % (seconds,)),
+    )
+    return headers, body
 
 
 def _host(address: IAddress | None) -> str:
@@ -142,37 +163,25 @@ class HTTPFrontend(Factory):
         """
         rateLimit = self.rateLimit
         if rateLimit is not None:
-            wait = rateLimit.check(request, self.clock.seconds())
-            if wait:
-                self._rateLimited(request, rateLimit, wait)
+            refusal = rateLimit.check(request, self.clock.seconds())
+            if refusal is not None:
+                self._rateLimited(request, refusal)
                 return
         self.resource.forward(request)
 
-    def _rateLimited(
-        self, request: IClientRequest, rateLimit: RateLimit, wait: float
-    ) -> None:
+    def _rateLimited(self, request: IClientRequest, refusal: Refusal) -> None:
         """
         Answer a request over the rate limit: 429 with C{Retry-After}, no
         backend involved.
-
-        @param wait: Seconds until its key has a token again.
         """
         self.stats.rateLimited += 1
-        seconds = retryAfter(wait)
-        phrase, body = errorBody(429, f"retry after {seconds} s")
-        request.respond(
-            429,
-            phrase,
-            [
-                (b"Content-Type", b"text/plain; charset=utf-8"),
-                (b"Retry-After", b"%d" % (seconds,)),
-            ],
-            len(body),
-        )
+        headers, body = _tooManyRequests(refusal.retryAfter)
+        request.respond(429, _TOO_MANY_REQUESTS, list(headers), len(body))
         request.write(body)
         request.finish()
-        reason = rateLimit.describe(request)
-        self.record(request, None, 0, (), 429, request.sentBytes, reason=reason)
+        self.record(
+            request, None, 0, (), 429, request.sentBytes, reason=refusal.reason
+        )
 
     def channelOpened(self, channel: HTTPServerChannel) -> None:
         """

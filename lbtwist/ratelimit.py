@@ -23,12 +23,13 @@ from collections.abc import Callable, Hashable, Sequence
 from hashlib import blake2b
 from typing import Protocol
 
+from attrs import frozen
 from twisted.logger import Logger
 
 from lbtwist._http.headers import ForwardingPolicy
 from lbtwist.config import RateLimitConfig
 
-__all__ = ["KeyedRequest", "RateLimit", "TokenBuckets", "retryAfter"]
+__all__ = ["KeyedRequest", "RateLimit", "Refusal", "TokenBuckets", "retryAfter"]
 
 _log = Logger()
 
@@ -226,26 +227,39 @@ class RateLimit:
         peer = str(getattr(request.clientAddress, "host", "unknown"))
         return self.policy.clientIP(peer, request.headers)
 
-    def describe(self, request: KeyedRequest) -> str:
-        """
-        @return: Why C{request} was refused, for the access log, naming its
-            key but never a header's value: C{"rate limited: client_ip
-            192.0.2.7"}, C{"rate limited: header X-Api-Key"}, C{"rate
-            limited: client_ip 192.0.2.7 (no X-Api-Key)"}.
-        """
-        key = self.keyOf(request)
-        if isinstance(key, bytes):
-            return f"rate limited: header {self._name}"
-        missing = "" if self._header is None else f" (no {self._name})"
-        return f"rate limited: client_ip {key}{missing}"
-
-    def check(self, request: KeyedRequest, now: float) -> float:
+    def check(self, request: KeyedRequest, now: float) -> Refusal | None:
         """
         Count C{request}.
 
         @param request: The request.
         @param now: The current time.
-        @return: C{0.0} if it may proceed, else the seconds until it would
-            be allowed (see L{TokenBuckets.take}).
+        @return: L{None} if it may proceed, else why not.
         """
-        return self.buckets.take(self.keyOf(request), now)
+        key = self.keyOf(request)
+        wait = self.buckets.take(key, now)
+        if not wait:
+            return None
+        # Name the key, never a header's value.
+        if isinstance(key, bytes):
+            reason = f"rate limited: header {self._name}"
+        elif self._header is None:
+            reason = f"rate limited: client_ip {key}"
+        else:
+            reason = f"rate limited: client_ip {key} (no {self._name})"
+        return Refusal(retryAfter(wait), reason)
+
+
+@frozen
+class Refusal:
+    """
+    A request over its rate limit.
+
+    @ivar retryAfter: The C{Retry-After} value: whole seconds until its key
+        has a token again (see L{retryAfter}).
+    @ivar reason: Why, for the access log: C{"rate limited: client_ip
+        192.0.2.7"}, C{"rate limited: header X-Api-Key"}, C{"rate limited:
+        client_ip 192.0.2.7 (no X-Api-Key)"} (a request without the header).
+    """
+
+    retryAfter: int
+    reason: str

@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from lbtwist._http.headers import ForwardingPolicy
 from lbtwist.accesslog import AccessRecord, formatCombined, formatJSON, parseFormat
 from lbtwist.config import ConfigError, RateLimitConfig, parseConfig
-from lbtwist.ratelimit import RateLimit, TokenBuckets, retryAfter
+from lbtwist.ratelimit import RateLimit, Refusal, TokenBuckets, retryAfter
 
 from .doubles import makeConfig
 from .test_web import GET, OK, ProxyMixin, parseResponse, post, values
@@ -272,6 +272,22 @@ class ClientIPTests(SynchronousTestCase):
         self.assertLessEqual(len(policy._trusted), 4096)
         self.assertEqual(policy, ForwardingPolicy.fromConfig(["10.0.0.0/8"], False))
 
+    def test_entriesRemembered(self) -> None:
+        """
+        The address each C{X-Forwarded-For} entry names is parsed once, then
+        remembered; an entry too long to be an address is not kept.
+        """
+        policy = ForwardingPolicy.fromConfig(["10.0.0.0/8"], False)
+        long = b"1" * 200
+        headers = [(b"X-Forwarded-For", b"192.0.2.7, " + long + b", 10.1.1.1")]
+        self.assertEqual(policy.clientIP("10.0.0.1", headers), "10.1.1.1")
+        self.assertEqual(policy._entries, {b" 10.1.1.1": "10.1.1.1"})
+        headers = [(b"X-Forwarded-For", b"192.0.2.7, 10.1.1.1")]
+        self.assertEqual(policy.clientIP("10.0.0.1", headers), "192.0.2.7")
+        self.assertEqual(
+            policy._entries, {b" 10.1.1.1": "10.1.1.1", b"192.0.2.7": "192.0.2.7"}
+        )
+
 
 class RateLimitKeyTests(SynchronousTestCase):
     """
@@ -279,6 +295,9 @@ class RateLimitKeyTests(SynchronousTestCase):
     """
 
     def limit(self, key: str, trusted: tuple[str, ...] = ()) -> RateLimit:
+        """
+        @return: A limit of one request per second and key.
+        """
         return RateLimit(
             RateLimitConfig(requests_per_second=1.0, burst=1, key=key),
             ForwardingPolicy.fromConfig(trusted, False),
@@ -298,9 +317,10 @@ class RateLimitKeyTests(SynchronousTestCase):
         self.assertEqual(
             limit.keyOf(FakeRequest(peer("198.51.100.3"), forwarded)), "198.51.100.3"
         )
+        self.assertIsNone(limit.check(FakeRequest(peer("10.0.0.1"), forwarded), 0.0))
         self.assertEqual(
-            limit.describe(FakeRequest(peer("10.0.0.1"), forwarded)),
-            "rate limited: client_ip 192.0.2.7",
+            limit.check(FakeRequest(peer("10.0.0.1"), forwarded), 0.5),
+            Refusal(1, "rate limited: client_ip 192.0.2.7"),
         )
 
     def test_trustedProxyClientsSeparate(self) -> None:
@@ -310,9 +330,9 @@ class RateLimitKeyTests(SynchronousTestCase):
         limit = self.limit("client_ip", ("10.0.0.0/8",))
         one = FakeRequest(peer("10.0.0.1"), [(b"X-Forwarded-For", b"192.0.2.1")])
         two = FakeRequest(peer("10.0.0.1"), [(b"X-Forwarded-For", b"192.0.2.2")])
-        self.assertEqual(limit.check(one, 0.0), 0.0)
-        self.assertGreater(limit.check(one, 0.0), 0.0)
-        self.assertEqual(limit.check(two, 0.0), 0.0)
+        self.assertIsNone(limit.check(one, 0.0))
+        self.assertIsNotNone(limit.check(one, 0.0))
+        self.assertIsNone(limit.check(two, 0.0))
 
     def test_header(self) -> None:
         """
@@ -326,7 +346,10 @@ class RateLimitKeyTests(SynchronousTestCase):
             peer("192.0.2.7"), [(b"X-API-KEY", b"k1"), (b"X-Api-Key", b"k2")]
         )
         self.assertEqual(limit.keyOf(twice), b"k1, k2")
-        self.assertEqual(limit.describe(request), "rate limited: header X-Api-Key")
+        self.assertIsNone(limit.check(request, 0.0))
+        self.assertEqual(
+            limit.check(request, 0.0), Refusal(1, "rate limited: header X-Api-Key")
+        )
 
     def test_headerMissing(self) -> None:
         """
@@ -336,8 +359,10 @@ class RateLimitKeyTests(SynchronousTestCase):
         limit = self.limit("header:X-Api-Key")
         request = FakeRequest(peer("192.0.2.7"), [(b"Host", b"a.example")])
         self.assertEqual(limit.keyOf(request), "192.0.2.7")
+        self.assertIsNone(limit.check(request, 0.0))
         self.assertEqual(
-            limit.describe(request), "rate limited: client_ip 192.0.2.7 (no X-Api-Key)"
+            limit.check(request, 0.0),
+            Refusal(1, "rate limited: client_ip 192.0.2.7 (no X-Api-Key)"),
         )
         spoof = FakeRequest(peer("198.51.100.1"), [(b"X-Api-Key", b"192.0.2.7")])
         self.assertNotEqual(limit.keyOf(spoof), limit.keyOf(request))

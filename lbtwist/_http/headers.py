@@ -91,6 +91,8 @@ _SPECIAL = {
 
 
 _TRUST_CACHE_SIZE = 4096
+_LONGEST_ENTRY = 100
+"""Longer C{X-Forwarded-For} entries name no address (and are not cached)."""
 
 
 def connectionTokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -122,9 +124,13 @@ class ForwardingPolicy:
 
     trustedNetworks: tuple[Any, ...] = ()
     addForwarded: bool = False
-    # Whether each address seen lately is trusted: parsing an address and
-    # testing it against networks costs microseconds on every request.
+    # Whether each address seen lately is trusted, and the address each
+    # X-Forwarded-For entry names: parsing an address and testing it
+    # against networks costs microseconds on every request.
     _trusted: dict[str, bool] = field(init=False, factory=dict, eq=False, repr=False)
+    _entries: dict[bytes, str | None] = field(
+        init=False, factory=dict, eq=False, repr=False
+    )
 
     @classmethod
     def fromConfig(
@@ -182,8 +188,17 @@ class ForwardingPolicy:
             for entry in value.split(b",")
         ]
         client = peer
+        cache = self._entries
         for entry in reversed(entries):
-            address = _forwardedAddress(entry)
+            if entry in cache:
+                address = cache[entry]
+            elif len(entry) > _LONGEST_ENTRY:
+                address = None
+            else:
+                address = _forwardedAddress(entry)
+                if len(cache) >= _TRUST_CACHE_SIZE:
+                    cache.clear()
+                cache[entry] = address
             if address is None:
                 break
             client = address
