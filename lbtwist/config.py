@@ -266,8 +266,8 @@ class RateLimitConfig:
     @ivar burst: A bucket's size: the requests a key may make at once.
     @ivar key: What a request is counted under: C{"client_ip"} (the
         client's address, honouring C{trusted_proxies}) or
-        C{"header:NAME"} (the header's value; a request without it is
-        counted under its client's address).
+        C{"header:NAME"} (the header's value; a request without it, or
+        with an empty one, is counted under its client's address).
     @ivar max_keys: The most keys kept; beyond it the least recently seen
         key is forgotten.
     """

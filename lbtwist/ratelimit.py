@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable
 from hashlib import blake2b
-from typing import Protocol
 
 from attrs import frozen
 from twisted.logger import Logger
 
 from lbtwist._http.headers import ForwardingPolicy
 from lbtwist.config import RateLimitConfig
+from lbtwist.hashkey import KeyedRequest, keyReader
 
-__all__ = ["KeyedRequest", "RateLimit", "Refusal", "TokenBuckets", "retryAfter"]
+__all__ = ["RateLimit", "Refusal", "TokenBuckets", "retryAfter"]
 
 _log = Logger()
 
@@ -136,40 +136,6 @@ def retryAfter(wait: float) -> int:
     return max(1, math.ceil(wait))
 
 
-class KeyedRequest(Protocol):
-    """
-    What a rate limit key is read from.
-    """
-
-    @property
-    def clientAddress(self) -> object:
-        """The client's address; its C{host} attribute is the IP address."""
-
-    @property
-    def headers(self) -> Sequence[tuple[bytes, bytes]]:
-        """The field lines, in order."""
-
-
-def _headerKey(name: bytes) -> Callable[[KeyedRequest], bytes | None]:
-    """
-    @param name: A header name, lower-cased.
-    @return: A function reading the header's values (joined with C{", "}),
-        or L{None} if the request has none.
-    """
-
-    def read(request: KeyedRequest) -> bytes | None:
-        values = [value for field, value in request.headers if field.lower() == name]
-        if not values:
-            return None
-        value = values[0] if len(values) == 1 else b", ".join(values)
-        if len(value) > _LONGEST_KEY:
-            # Bounded memory per key, whatever the header's size.
-            value = blake2b(value, digest_size=16).digest()
-        return value
-
-    return read
-
-
 class RateLimit:
     """
     One frontend's rate limit: reads a request's key and takes a token
@@ -199,9 +165,7 @@ class RateLimit:
         )
         kind, _, name = config.key.partition(":")
         self._name = name
-        self._header = (
-            _headerKey(name.lower().encode("ascii")) if kind == "header" else None
-        )
+        self._header = keyReader(config.key) if kind == "header" else None
 
     def _full(self) -> None:
         _log.warn(
@@ -216,13 +180,16 @@ class RateLimit:
         """
         @return: The key C{request} is counted under: the header's value
             (bytes), or, for C{client_ip} and for a request without the
-            header, the client's address (a str, so never equal to a
-            header's value).
+            header (or with an empty one), the client's address (a str, so
+            never equal to a header's value).
         """
         header = self._header
         if header is not None:
             value = header(request)
-            if value is not None:
+            if value:
+                if len(value) > _LONGEST_KEY:
+                    # Bounded memory per key, whatever the header's size.
+                    return blake2b(value, digest_size=16).digest()
                 return value
         peer = str(getattr(request.clientAddress, "host", "unknown"))
         return self.policy.clientIP(peer, request.headers)

@@ -168,6 +168,7 @@ class FakeRequest:
 
     clientAddress: Any
     headers: list[tuple[bytes, bytes]]
+    target: bytes = b"/"
 
 
 def peer(host: str) -> IPv4Address:
@@ -353,8 +354,9 @@ class RateLimitKeyTests(SynchronousTestCase):
 
     def test_headerMissing(self) -> None:
         """
-        A request without the header is counted under its client's address
-        (a str, never equal to a header's value).
+        A request without the header, or with an empty one, is counted
+        under its client's address (a str, never equal to a header's
+        value).
         """
         limit = self.limit("header:X-Api-Key")
         request = FakeRequest(peer("192.0.2.7"), [(b"Host", b"a.example")])
@@ -364,6 +366,8 @@ class RateLimitKeyTests(SynchronousTestCase):
             limit.check(request, 0.0),
             Refusal(1, "rate limited: client_ip 192.0.2.7 (no X-Api-Key)"),
         )
+        empty = FakeRequest(peer("192.0.2.7"), [(b"X-Api-Key", b"")])
+        self.assertEqual(limit.keyOf(empty), "192.0.2.7")
         spoof = FakeRequest(peer("198.51.100.1"), [(b"X-Api-Key", b"192.0.2.7")])
         self.assertNotEqual(limit.keyOf(spoof), limit.keyOf(request))
 
