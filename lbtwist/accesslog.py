@@ -93,6 +93,8 @@ class AccessRecord:
         (2 in flight) over app-1 (5 in flight)"}, or L{None} if none was.
     @ivar headers: The request header fields C{access_log_headers} names,
         as sent (the JSON format's C{headers} object).
+    @ivar reason: Why lbtwist answered the request itself, e.g. C{"rate
+        limited: client_ip 192.0.2.7"}, or L{None}.
     """
 
     timestamp: float
@@ -114,6 +116,7 @@ class AccessRecord:
     strategy: str | None = None
     choice: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    reason: str | None = None
 
 
 _UNSAFE = re.compile(r'[^\x20-\x7e]|["\\]')
@@ -189,6 +192,8 @@ def formatCombined(record: AccessRecord) -> str:
         f" pool={_word(record.pool)} backend={_word(record.backend)}"
         f" attempts={record.attempts} duration_ms={record.duration * 1000:.3f}"
     )
+    if record.reason is not None:
+        line += f' reason="{_escape(record.reason)}"'
     return line + _routing(record)
 
 
@@ -216,7 +221,9 @@ def formatJSON(record: AccessRecord) -> str:
         C{time} (ISO 8601 UTC, in milliseconds), C{client}, C{method},
         C{target}, C{status}, C{bytes}, C{duration_ms}, C{frontend},
         C{pool}, C{backend}, C{attempts}, C{retry_reasons}, C{strategy},
-        C{choice}, C{referer}, C{user_agent} and C{request_id}.
+        C{choice}, C{referer}, C{user_agent} and C{request_id}, and
+        C{reason} when lbtwist answered the request itself (see
+        L{AccessRecord.reason}).
     """
     time = datetime.fromtimestamp(record.timestamp, timezone.utc)
     return json.dumps(
@@ -236,6 +243,7 @@ def formatJSON(record: AccessRecord) -> str:
             "strategy": record.strategy,
             "choice": record.choice,
             **({"headers": dict(record.headers)} if record.headers else {}),
+            **({"reason": record.reason} if record.reason is not None else {}),
             "referer": record.referer,
             "user_agent": record.userAgent,
             "request_id": record.requestId,
@@ -393,6 +401,7 @@ _REQUEST_FIELDS: dict[str, Callable[[AccessRecord], str]] = {
     "referer": lambda r: _orDash(r.referer),
     "user_agent": lambda r: _orDash(r.userAgent),
     "request_id": lambda r: _orDash(r.requestId),
+    "reason": lambda r: _orDash(r.reason),
 }
 
 _CONNECTION_FIELDS: dict[str, Callable[[ConnectionRecord], str]] = {
@@ -430,6 +439,8 @@ ACCESS_LOG_FIELDS: Mapping[str, str] = {
         "HTTP only: the X-Request-ID header (with request_id = true, the "
         "one lbtwist kept or gave)"
     ),
+    "reason": "HTTP only: why lbtwist answered the request itself "
+    "(rate limited: client_ip 192.0.2.7)",
     "from_client": "TCP only: bytes relayed from the client",
     "to_client": "TCP only: bytes relayed to the client",
     "outcome": "TCP only: how the connection ended (closed, idle timeout...)",

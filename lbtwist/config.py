@@ -44,6 +44,7 @@ __all__ = [
     "FrontendTLSConfig",
     "HealthCheckConfig",
     "PoolConfig",
+    "RateLimitConfig",
     "STRATEGY_NAMES",
     "configFromOptions",
     "expandEnvironment",
@@ -341,6 +342,27 @@ class RouteConfig:
 
 
 @frozen
+class RateLimitConfig:
+    """
+    A token bucket per client (C{[frontend.rate_limit]}, HTTP frontends).
+
+    @ivar requests_per_second: How fast a key's bucket refills.
+    @ivar burst: A bucket's size: the requests a key may make at once.
+    @ivar key: What a request is counted under: C{"client_ip"} (the
+        client's address, honouring C{trusted_proxies}) or
+        C{"header:NAME"} (the header's value; a request without it, or
+        with an empty one, is counted under its client's address).
+    @ivar max_keys: The most keys kept; beyond it the least recently seen
+        key is forgotten.
+    """
+
+    requests_per_second: float
+    burst: int
+    key: str = "client_ip"
+    max_keys: int = 100000
+
+
+@frozen
 class FrontendConfig:
     """
     Where clients connect, and which pool serves them.
@@ -373,6 +395,7 @@ class FrontendConfig:
         route's.
     @ivar request_id: HTTP: give each request an C{X-Request-ID} (kept if
         the client sent a valid one), log it and echo it in the response.
+    @ivar rate_limit: The rate limit per client, or L{None} for none.
     """
 
     name: str
@@ -394,6 +417,7 @@ class FrontendConfig:
     request_headers: HeaderRules = HeaderRules()
     response_headers: HeaderRules = HeaderRules()
     request_id: bool = False
+    rate_limit: RateLimitConfig | None = None
 
     @property
     def pools(self) -> tuple[str, ...]:
@@ -986,6 +1010,7 @@ _FRONTEND = {
     "request_headers": _table("[frontend.request_headers]"),
     "response_headers": _table("[frontend.response_headers]"),
     "request_id": _boolean,
+    "rate_limit": _table("[frontend.rate_limit]"),
 }
 
 _ROUTE_HTTP_KEYS = (
@@ -1616,6 +1641,45 @@ def _checkFrontendPool(
         )
 
 
+def _rateLimitKey(value: object) -> str:
+    """
+    Check a rate limit C{key}: C{client_ip} or C{header:NAME}.
+    """
+    text = _string(value)
+    if text == "client_ip":
+        return text
+    if text.startswith("header:"):
+        _headerName(text[len("header:") :])
+        return text
+    raise _Invalid(f'"{text}" is not "client_ip" or "header:NAME"')
+
+
+_RATE_LIMIT = {
+    "requests_per_second": _seconds(),
+    "burst": _integer(1),
+    "key": _rateLimitKey,
+    "max_keys": _integer(1),
+}
+
+
+def _parseRateLimit(
+    table: Mapping[str, object], where: str, mode: str
+) -> RateLimitConfig:
+    """
+    @param where: The frontend's section, for error messages.
+    @param mode: The frontend's mode; only HTTP frontends are limited.
+    """
+    where = f"{where} rate_limit"
+    if mode != "http":
+        raise ConfigError(
+            f'{where}: needs mode "http" (TCP connections are not rate limited)'
+        )
+    values = _read(table, where, _RATE_LIMIT, required=("requests_per_second",))
+    # One second's worth of requests at once, unless it says otherwise.
+    values.setdefault("burst", max(1, math.ceil(values["requests_per_second"])))
+    return RateLimitConfig(**values)
+
+
 def _parseFrontend(
     table: Mapping[str, object],
     index: int,
@@ -1666,6 +1730,8 @@ def _parseFrontend(
                 f"{where}: accept_proxy with tls needs mode \"http\""
             )
         values["tls"] = _parseFrontendTLS(values["tls"], where, directory)
+    if "rate_limit" in values:
+        values["rate_limit"] = _parseRateLimit(values["rate_limit"], where, mode)
     values.setdefault("name", f"frontend-{index}")
     return FrontendConfig(**values)
 

@@ -5,12 +5,15 @@ builds lbtwist's own HTTP/1.1 channels (L{lbtwist._http.server}) and hands
 their requests to the frontend's root resource (a L{lbtwist.web.PoolResource}).
 
 It owns what belongs to the frontend rather than to one request: its
-limits, its counters, its access log lines, its open connections (for
-draining and shutdown), and applying new settings after a reload.
+limits, its rate limit (a request over it is answered 429 here, before any
+backend is chosen), its counters, its access log lines, its open
+connections (for draining and shutdown), and applying new settings after a
+reload.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Callable
 
 from twisted.internet.interfaces import IAddress, IReactorTime
@@ -18,11 +21,13 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from lbtwist._http.errors import errorBody
 from lbtwist._http.headers import ForwardingPolicy
 from lbtwist._http.interfaces import IClientRequest
 from lbtwist._http.server import HTTPServerChannel, IServerFrontend, ServerSettings
 from lbtwist.accesslog import AccessLog, AccessRecord
 from lbtwist.config import FrontendConfig
+from lbtwist.ratelimit import RateLimit, Refusal
 from lbtwist.stats import FrontendStats
 from lbtwist.strategies import Choice
 
@@ -53,6 +58,24 @@ def serverSettings(frontend: FrontendConfig, maxBodySize: int) -> ServerSettings
     )
 
 
+_TOO_MANY_REQUESTS = errorBody(429)[0]
+
+
+@lru_cache(maxsize=64)
+def _tooManyRequests(seconds: int) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
+    """
+    The fields and body of a 429 response (made once for each value).
+
+    @param seconds: The C{Retry-After} value.
+    """
+    _, body = errorBody(429, f"retry after {seconds} s")
+    headers = (
+        (b"Content-Type", b"text/plain; charset=utf-8"),
+        (b"Retry-After", b"%d" % (seconds,)),
+    )
+    return headers, body
+
+
 def _host(address: IAddress | None) -> str:
     return str(getattr(address, "host", "-"))
 
@@ -73,6 +96,7 @@ class HTTPFrontend(Factory):
         when the frontend has routes, header rules or request IDs.
     @ivar routeHead: The routed resource's C{routeHead}, or L{None} (see
         L{IServerFrontend}).
+    @ivar rateLimit: The frontend's rate limit, or L{None} if it has none.
     @ivar draining: Whether the frontend is shutting down.
     @ivar channels: The open client connections.
     """
@@ -101,6 +125,7 @@ class HTTPFrontend(Factory):
         self.channels: set[HTTPServerChannel] = set()
         self.routeHead: Callable[[Any], int | None] | None = None
         self._resource: Any = None
+        self.rateLimit: RateLimit | None = None
         self.reconfigure(frontend, maxBodySize)
 
     @property
@@ -118,7 +143,8 @@ class HTTPFrontend(Factory):
     def reconfigure(self, frontend: FrontendConfig, maxBodySize: int) -> None:
         """
         Apply new settings (after a reload): new connections and requests
-        follow them; requests in flight finish as they started.
+        follow them; requests in flight finish as they started.  The rate
+        limit keeps its buckets if its settings are unchanged.
 
         @param frontend: The frontend's configuration.
         @param maxBodySize: The request body limit of its default pool (its
@@ -130,6 +156,13 @@ class HTTPFrontend(Factory):
         self.policy = ForwardingPolicy.fromConfig(
             frontend.trusted_proxies, frontend.add_forwarded
         )
+        limit, current = frontend.rate_limit, self.rateLimit
+        if limit is None:
+            self.rateLimit = None
+        elif current is not None and current.config == limit:
+            current.policy = self.policy
+        else:
+            self.rateLimit = RateLimit(limit, self.policy, frontend.name)
 
     def buildProtocol(self, addr: Any) -> HTTPServerChannel:
         """
@@ -143,9 +176,30 @@ class HTTPFrontend(Factory):
 
     def dispatch(self, request: IClientRequest) -> None:
         """
-        Hand a request to the root resource.
+        Hand a request to the root resource, unless the rate limit refuses
+        it.
         """
+        rateLimit = self.rateLimit
+        if rateLimit is not None:
+            refusal = rateLimit.check(request, self.clock.seconds())
+            if refusal is not None:
+                self._rateLimited(request, refusal)
+                return
         self.resource.forward(request)
+
+    def _rateLimited(self, request: IClientRequest, refusal: Refusal) -> None:
+        """
+        Answer a request over the rate limit: 429 with C{Retry-After}, no
+        backend involved.
+        """
+        self.stats.rateLimited += 1
+        headers, body = _tooManyRequests(refusal.retryAfter)
+        request.respond(429, _TOO_MANY_REQUESTS, list(headers), len(body))
+        request.write(body)
+        request.finish()
+        self.record(
+            request, None, 0, (), 429, request.sentBytes, reason=refusal.reason
+        )
 
     def channelOpened(self, channel: HTTPServerChannel) -> None:
         """
@@ -202,10 +256,12 @@ class HTTPFrontend(Factory):
         sentBytes: int,
         strategy: str | None = None,
         choice: Choice | None = None,
+        reason: str | None = None,
     ) -> None:
         """
         Count a finished request and write its access log line.
 
+        @param reason: Why the frontend answered itself, if it did.
         @see: L{lbtwist.web.RequestRecorder}
         """
         self.stats.recordResponse(status)
@@ -250,6 +306,7 @@ class HTTPFrontend(Factory):
                 strategy=strategy,
                 choice=None if choice is None else choice.why,
                 headers=tuple(recorded),
+                reason=reason,
             )
         )
 

@@ -32,6 +32,7 @@ lbtwist_frontend_connections_open              gauge      frontend
 lbtwist_frontend_received_bytes_total          counter    frontend
 lbtwist_frontend_sent_bytes_total              counter    frontend
 lbtwist_frontend_responses_total               counter    frontend, code
+lbtwist_frontend_rate_limited_total            counter    frontend
 =============================================  =========  =======================
 
 - C{pool} and C{frontend} are names from the configuration; C{backend} is the
@@ -64,6 +65,8 @@ lbtwist_frontend_responses_total               counter    frontend, code
   minutes; it is absent while there are none.
 - C{lbtwist_backend_health_check_ok} is 1 if the last active health check
   passed, else 0; it is absent before the first check.
+- C{lbtwist_frontend_rate_limited_total} counts the requests answered 429
+  by the frontend's C{rate_limit}; only frontends with one have it.
 """
 
 from __future__ import annotations
@@ -317,15 +320,22 @@ class BalancerCollector(Collector):
             "Responses sent to clients, by status class.",
             labels=_FRONTEND + ["code"],
         )
+        rateLimited = CounterMetricFamily(
+            "lbtwist_frontend_rate_limited_total",
+            "Requests refused with 429 by the frontend's rate limit.",
+            labels=_FRONTEND,
+        )
         for frontend, stats in self._balancer.frontends:
             labels = [frontend.name]
+            if frontend.rate_limit is not None:
+                rateLimited.add_metric(labels, stats.rateLimited)
             total.add_metric(labels, stats.connectionsTotal)
             opened.add_metric(labels, stats.connectionsOpen)
             received.add_metric(labels, stats.bytesIn)
             sent.add_metric(labels, stats.bytesOut)
             for code in STATUS_CLASSES:
                 responses.add_metric(labels + [code], stats.responses[code])
-        yield from [total, opened, received, sent, responses]
+        yield from [total, opened, received, sent, responses, rateLimited]
 
 
 def metricsRegistry(balancer: _Balancer, clock: IReactorTime) -> CollectorRegistry:

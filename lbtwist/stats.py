@@ -276,6 +276,8 @@ class FrontendStats:
     @ivar bytesOut: Bytes sent to clients.
     @ivar responses: Responses sent to clients, by status class
         (L{STATUS_CLASSES}), lbtwist's own error responses included.
+    @ivar rateLimited: Requests refused with 429 by the frontend's
+        C{rate_limit}.
     """
 
     def __init__(self) -> None:
@@ -284,6 +286,7 @@ class FrontendStats:
         self.bytesIn = 0
         self.bytesOut = 0
         self.responses = _zeroCounts(STATUS_CLASSES)
+        self.rateLimited = 0
 
     def connectionOpened(self) -> None:
         """

@@ -5,14 +5,14 @@ Tests for L{lbtwist.metrics}.
 
 from __future__ import annotations
 
-from attrs import define
+from attrs import define, evolve
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from lbtwist.backend import Backend, BackendState
-from lbtwist.config import FrontendConfig, parseConfig
+from lbtwist.config import FrontendConfig, RateLimitConfig, parseConfig
 from lbtwist.metrics import BalancerCollector, metricsRegistry, renderMetrics
 from lbtwist.pool import BackendPool
 from lbtwist.stats import DURATION_BUCKETS, FAILURE_KINDS, FrontendStats
@@ -169,6 +169,7 @@ class RegistryTests(SynchronousTestCase):
                 "lbtwist_frontend_received_bytes": "counter",
                 "lbtwist_frontend_sent_bytes": "counter",
                 "lbtwist_frontend_responses": "counter",
+                "lbtwist_frontend_rate_limited": "counter",
             },
         )
 
@@ -216,6 +217,7 @@ class RegistryTests(SynchronousTestCase):
                 "lbtwist_frontend_received_bytes",
                 "lbtwist_frontend_sent_bytes",
                 "lbtwist_frontend_responses",
+                "lbtwist_frontend_rate_limited",
             ],
         )
 
@@ -501,6 +503,25 @@ class FrontendMetricsTests(SynchronousTestCase):
             {"1xx": 0.0, "2xx": 1.0, "3xx": 0.0, "4xx": 0.0, "5xx": 1.0},
         )
         self.assertEqual(len(responses), 10)
+
+    def test_rateLimited(self) -> None:
+        """
+        C{lbtwist_frontend_rate_limited_total} counts the requests a
+        frontend refused with 429; only frontends with a rate limit have
+        it.
+        """
+        balancer = makeBalancer()
+        config, stats = balancer.frontends[0]
+        balancer.frontends[0] = (
+            evolve(config, rate_limit=RateLimitConfig(5.0, 2)),
+            stats,
+        )
+        stats.rateLimited = 3
+        self.assertEqual(
+            scrape(balancer)["lbtwist_frontend_rate_limited"],
+            {("lbtwist_frontend_rate_limited_total", labels(frontend="web")): 3.0},
+        )
+        self.assertEqual(types(balancer)["lbtwist_frontend_rate_limited"], "counter")
 
     def test_escapedLabels(self) -> None:
         """

@@ -23,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Iterable, Sequence
 
-from attrs import frozen
+from attrs import field, frozen
 
 __all__ = [
     "ForwardingPolicy",
@@ -93,6 +93,11 @@ _SPECIAL = {
 }
 
 
+_TRUST_CACHE_SIZE = 4096
+_LONGEST_ENTRY = 100
+"""Longer C{X-Forwarded-For} entries name no address (and are not cached)."""
+
+
 def connectionTokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
     """
     The lower-cased options of every C{Connection} field line.
@@ -122,6 +127,13 @@ class ForwardingPolicy:
 
     trustedNetworks: tuple[Any, ...] = ()
     addForwarded: bool = False
+    # Whether each address seen lately is trusted, and the address each
+    # X-Forwarded-For entry names: parsing an address and testing it
+    # against networks costs microseconds on every request.
+    _trusted: dict[str, bool] = field(init=False, factory=dict, eq=False, repr=False)
+    _entries: dict[bytes, str | None] = field(
+        init=False, factory=dict, eq=False, repr=False
+    )
 
     @classmethod
     def fromConfig(
@@ -142,11 +154,78 @@ class ForwardingPolicy:
         """
         if not self.trustedNetworks:
             return False
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self.trustedNetworks)
+        cache = self._trusted
+        trusted = cache.get(address)
+        if trusted is None:
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                trusted = False
+            else:
+                trusted = any(ip in network for network in self.trustedNetworks)
+            if len(cache) >= _TRUST_CACHE_SIZE:
+                cache.clear()
+            cache[address] = trusted
+        return trusted
+
+    def clientIP(self, peer: str, headers: Sequence[tuple[bytes, bytes]]) -> str:
+        """
+        The address of the client a request comes from: the connection's
+        peer, unless it is a trusted proxy; then, walking
+        C{X-Forwarded-For} from its last address back, the first address
+        that is not trusted (nginx's C{real_ip_recursive}).  An entry that
+        is not an IP address ends the walk at the proxy that sent it; if
+        every address is trusted, the first one is the client.
+
+        @param peer: The connection's peer address.
+        @param headers: The request's field lines.
+        @return: An IP address (as C{ipaddress} writes it, when it came
+            from C{X-Forwarded-For}), or C{peer} as it is.
+        """
+        if not self.trustedNetworks or not self.trusts(peer):
+            return peer
+        entries = [
+            entry
+            for name, value in headers
+            if len(name) == 15 and name.lower() == b"x-forwarded-for"
+            for entry in value.split(b",")
+        ]
+        client = peer
+        cache = self._entries
+        for entry in reversed(entries):
+            if entry in cache:
+                address = cache[entry]
+            elif len(entry) > _LONGEST_ENTRY:
+                address = None
+            else:
+                address = _forwardedAddress(entry)
+                if len(cache) >= _TRUST_CACHE_SIZE:
+                    cache.clear()
+                cache[entry] = address
+            if address is None:
+                break
+            client = address
+            if not self.trusts(address):
+                break
+        return client
+
+
+def _forwardedAddress(entry: bytes) -> str | None:
+    """
+    @param entry: One element of C{X-Forwarded-For}: C{192.0.2.1},
+        C{2001:db8::1}, or with a port, C{192.0.2.1:443} or
+        C{[2001:db8::1]:443}.
+    @return: The address it names, normalised, or L{None} if it names none.
+    """
+    text = entry.strip(b" \t").decode("latin-1")
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
 
 
 def websocketUpgrade(
