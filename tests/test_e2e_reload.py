@@ -113,8 +113,14 @@ class ReloadTests(SynchronousTestCase):
             for number in range(10):
                 backends = self.sets[(number + 1) % 2]
                 self.reload(configText(backends))
-                time.sleep(0.3)
-                recent = set(loops[0].labels[-3:])
+                # The request in flight at the switch may finish on the old
+                # set; the three after it must all reach the new one.
+                start = len(loops[0].labels)
+                deadline = time.monotonic() + 10
+                while len(loops[0].labels) < start + 4 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                recent = set(loops[0].labels[start + 1 : start + 4])
+                self.assertEqual(len(loops[0].labels[start + 1 : start + 4]), 3)
                 self.assertTrue(
                     recent <= {b.label.encode() for b in backends}, (number, recent)
                 )
