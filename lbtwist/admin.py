@@ -27,8 +27,8 @@ several backends.  Nothing changes on any error.
 With a token, every request needs C{Authorization: Bearer <token>} or a
 session cookie.  A browser that asks for a page without either gets a
 small login form (status 401); C{POST /login} with the right token sets
-a signed session cookie (C{HttpOnly}, C{SameSite=Strict}, C{Secure} when
-the admin listener is TLS) that expires after L{SESSION_SECONDS}, and
+a signed session cookie (C{Secure}, C{HttpOnly}, C{SameSite=Strict}) that
+expires after L{SESSION_SECONDS}, and
 C{POST /logout} removes it.  API clients keep using the bearer token and
 get JSON 401s.
 """
@@ -336,20 +336,49 @@ class Sessions:
 
 def _cookie(request: IRequest, value: bytes, maxAge: int) -> None:
     """
-    Set the session cookie: C{HttpOnly}, C{SameSite=Strict}, for the whole
-    admin listener, and C{Secure} when the request came over TLS (a browser
-    drops a C{Secure} cookie that an C{http://} page sets, so on plain HTTP
-    the login would silently not stick).
+    Set the session cookie: C{Secure}, C{HttpOnly}, C{SameSite=Strict}, for
+    the whole admin listener.  Browsers keep a C{Secure} cookie from an
+    HTTPS page or a loopback one (C{http://127.0.0.1}, C{http://localhost}):
+    the admin listener is one or the other unless it is exposed without TLS,
+    which the login page warns about (L{_secureContext}).
 
     @param request: The response's request.
     @param value: The cookie value; empty to remove it.
     @param maxAge: Its lifetime in seconds; 0 removes it.
     """
     cookie = SESSION_COOKIE + b"=" + value + b"; Path=/; Max-Age=%d" % (maxAge,)
-    cookie += b"; HttpOnly; SameSite=Strict"
-    if request.isSecure():
-        cookie += b"; Secure"
+    cookie += b"; Secure; HttpOnly; SameSite=Strict"
     request.responseHeaders.addRawHeader(b"set-cookie", cookie)
+
+
+def _secureContext(request: IRequest) -> bool:
+    """
+    Whether a browser treats the page as a secure context, where it keeps
+    C{Secure} cookies: served over TLS, or from a loopback host
+    (C{localhost}, C{*.localhost}, C{127.0.0.0/8}, C{[::1]}).
+
+    @param request: The request for the page.
+    """
+    if request.isSecure():
+        return True
+    host = (request.getHeader(b"host") or b"").decode("latin-1").lower()
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host
+    else:
+        host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+_PLAIN_HTTP_WARNING = (
+    "This page is served over plain HTTP to another host: browsers keep the "
+    "login cookie only over HTTPS or on localhost. Serve the admin listener "
+    "with an ssl: endpoint."
+)
 
 
 def _client(request: IRequest) -> str:
@@ -472,7 +501,8 @@ def _loginPage(request: IRequest, code: int, problem: str = "") -> bytes:
     @return: The body.
     """
     request.setHeader(b"content-security-policy", _PAGE_POLICY)
-    page = renderLoginPage(problem)
+    warning = "" if _secureContext(request) else _PLAIN_HTTP_WARNING
+    page = renderLoginPage(problem, warning)
     return _respond(request, code, _HTML, page.encode("utf-8"))
 
 
@@ -1467,15 +1497,21 @@ tables line up."""
 _BACKEND_HEADER = _backendHeader()
 
 
-def renderLoginPage(problem: str = "") -> str:
+def renderLoginPage(problem: str = "", warning: str = "") -> str:
     """
     Render the login form of an admin listener with a token.
 
     @param problem: What went wrong with the last attempt (plain text), or
         C{""}.
+    @param warning: Why logging in may not work here (plain text), or
+        C{""}.
     @return: The HTML document: a form that posts C{token} to C{/login}.
     """
-    notice = f'<p class="problem">{html.escape(problem)}</p>' if problem else ""
+    notice = "".join(
+        f'<p class="problem">{html.escape(text)}</p>'
+        for text in (warning, problem)
+        if text
+    )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

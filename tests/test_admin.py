@@ -990,16 +990,16 @@ class LoginTests(AdminTestCase):
 
     def test_login(self) -> None:
         """
-        The right token sets an C{HttpOnly}, C{SameSite=Strict} session
-        cookie for 12 hours (no C{Secure} over plain HTTP) and redirects to
-        the page, which the cookie then opens, with a log-out button.
+        The right token sets a C{Secure}, C{HttpOnly}, C{SameSite=Strict}
+        session cookie for 12 hours and redirects to the page, which the
+        cookie then opens, with a log-out button.
         """
         response = self.login()
         self.assertEqual((response.code, response.header(b"location")), (303, b"/"))
         [header] = response.headers[b"set-cookie"]
         self.assertEqual(
             header.split(b"; ")[1:],
-            [b"Path=/", b"Max-Age=43200", b"HttpOnly", b"SameSite=Strict"],
+            [b"Path=/", b"Max-Age=43200", b"Secure", b"HttpOnly", b"SameSite=Strict"],
         )
         cookie = {"Cookie": self.cookie(response)}
         page = self.request("GET", "/", headers={**self.BROWSER, **cookie})
@@ -1075,17 +1075,28 @@ class LoginTests(AdminTestCase):
         self.assertTrue(header.startswith(b"lbtwist_session=; Path=/; Max-Age=0"))
         self.assertEqual(self.request("GET", "/logout").code, 405)
 
-    def test_secureOverTLS(self) -> None:
+    def test_plainHTTPWarning(self) -> None:
         """
-        Over TLS the cookie is C{Secure}.
+        The login page warns that the cookie will not stick when it is
+        served over plain HTTP to a host that is not loopback; over TLS or
+        on a loopback host it does not.
         """
-        request = DummyRequest([])
-        request.method = b"POST"
-        request.isSecure = lambda: True  # type: ignore[method-assign]
-        request.args = {b"token": [TOKEN.encode()]}
-        self.resource.getChildWithDefault(b"login", request).render(request)
-        [header] = request.responseHeaders.getRawHeaders(b"set-cookie")
-        self.assertTrue(header.endswith(b"; Secure"), header)
+        for host, secure, warned in [
+            (b"10.0.0.5:8081", False, True),
+            (b"admin.example", False, True),
+            (b"admin.example", True, False),
+            (b"127.0.0.1:8081", False, False),
+            (b"localhost:8081", False, False),
+            (b"[::1]:8081", False, False),
+        ]:
+            with self.subTest(host=host, secure=secure):
+                request = DummyRequest([])
+                request.requestHeaders.setRawHeaders(b"host", [host])
+                request.isSecure = lambda: secure  # type: ignore[method-assign]
+                body = self.resource.getChildWithDefault(b"login", request).render(
+                    request
+                )
+                self.assertEqual(b"browsers keep the login cookie only" in body, warned)
 
     def test_bearerStillWorks(self) -> None:
         """
