@@ -6,6 +6,7 @@ loopback: HTTP and TCP frontends, the admin API and C{/metrics}.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -158,6 +159,39 @@ class HTTPQueueTests(SynchronousTestCase):
             [r.target for r in backend.received],
             [b"/script/slow?s=1.0", b"/queued"],
         )
+        self.assertEqual(queueLength(lb), 0)
+
+    def test_queuedPostWithBody(self) -> None:
+        """
+        A POST whose body arrives while it waits in the queue reaches the
+        backend whole once the slot is free: the body is held, not lost.
+        """
+        backend, lb, _ = self.start()
+        slow = self.holdTheSlot(lb, 1.0)
+        body = b"x" * 200000
+        result: dict[str, Any] = {}
+
+        def post() -> None:
+            received, _ = exchange(
+                lb.port,
+                request(
+                    "POST",
+                    "/script/sha256",
+                    [("Connection", "close")],
+                    body,
+                ),
+                timeout=10,
+            )
+            [result["response"]] = parseResponses(received, [b"POST"])
+
+        thread = threading.Thread(target=post, daemon=True)
+        thread.start()
+        waitUntil(lambda: queueLength(lb) == 1, message="the POST queued")
+        self.assertEqual(slow.result().status, 200)
+        thread.join(15)
+        response = result["response"]
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.body, hashlib.sha256(body).hexdigest().encode() + b" 200000")
         self.assertEqual(queueLength(lb), 0)
 
     def test_queueTimeout(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -443,3 +444,63 @@ class RoutesCheckTests(SynchronousTestCase):
             re.search(r'route 1: pool "nope" is not defined', result.stdout + result.stderr),
             result.stdout + result.stderr,
         )
+
+
+class RoutesReloadTests(SynchronousTestCase):
+    """
+    Routes follow the configuration file across a reload (SIGHUP) without
+    the frontend stopping.
+    """
+
+    def test_reloadChangesRoutes(self) -> None:
+        """
+        A reload that moves C{/v1/} from one pool to another, adds a
+        redirect and turns on request IDs takes effect for the next
+        requests on the same keep-alive connection.
+        """
+        first = ScriptedBackend("first")
+        second = ScriptedBackend("second")
+        for backend in (first, second):
+            self.addCleanup(backend.stop)
+
+        def config(v1: str, extra: str = "") -> str:
+            return (
+                '[[frontend]]\nname = "web"\nlisten = "tcp:0:interface=127.0.0.1"\n'
+                f'pool = "first"\n{extra}'
+                f'[[frontend.route]]\npath_prefix = "/v1/"\npool = "{v1}"\n'
+                '[[pool]]\nname = "first"\n[pool.health]\ncheck = "none"\n'
+                f'[[pool.backend]]\nurl = "{first.url}"\n'
+                '[[pool]]\nname = "second"\n[pool.health]\ncheck = "none"\n'
+                f'[[pool.backend]]\nurl = "{second.url}"\n'
+            )
+
+        lb = Lbtwist(self, config("first"))
+        client = Client(lb.port)
+        self.addCleanup(client.close)
+        client.send(request("GET", "/v1/a"))
+        self.assertEqual(client.readResponse().body, b"first GET /v1/a")
+
+        mark = lb.mark()
+        with open(lb.configPath, "w") as f:
+            f.write(
+                config(
+                    "second",
+                    'request_id = true\n[[frontend.route]]\nhost = ["old.example"]\n'
+                    'redirect = "https://new.example{path}"\n',
+                )
+            )
+        lb.process.send_signal(signal.SIGHUP)
+        lb.waitForLine(re.compile("configuration reloaded"), 10, since=mark)
+
+        client.send(request("GET", "/v1/b"))
+        response = client.readResponse()
+        self.assertEqual(response.body, b"second GET /v1/b")
+        self.assertIsNotNone(response.header(b"x-request-id"))
+        client.send(request("GET", "/x?y=1", host="old.example"))
+        redirect = client.readResponse()
+        self.assertEqual(
+            (redirect.status, redirect.header(b"location")),
+            (301, b"https://new.example/x?y=1"),
+        )
+        client.send(request("GET", "/other"))
+        self.assertEqual(client.readResponse().body, b"first GET /other")
