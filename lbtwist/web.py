@@ -311,7 +311,7 @@ class _Forward:
             proxy.clock,
             # Not a method of this object: that would make a reference
             # cycle, left for the garbage collector after every request.
-            partial(proxy.choose, request=request),
+            partial(proxy.choose, request=request, stuckTo=self._stuckTo),
             proxy.retries,
             _What(method, target),  # type: ignore[arg-type]
             proxy.pool,
@@ -823,12 +823,18 @@ class _ProxyResource(Resource):
         self.record = record
 
     def choose(
-        self, now: float, tried: Collection[Backend], request: IClientRequest
+        self,
+        now: float,
+        tried: Collection[Backend],
+        request: IClientRequest,
+        stuckTo: str | None = None,
     ) -> Choice | None:
         """
         @param now: The current time.
         @param tried: The backends this request has been tried on.
         @param request: The request.
+        @param stuckTo: The backend the request's sticky cookie names, read
+            once per request, if any.
         @return: The backend for the next attempt and why, or L{None}.
         """
         raise NotImplementedError()
@@ -897,7 +903,11 @@ class ReverseProxyResource(_ProxyResource):
         self.retries = 0
 
     def choose(
-        self, now: float, tried: Collection[Backend], request: IClientRequest
+        self,
+        now: float,
+        tried: Collection[Backend],
+        request: IClientRequest,
+        stuckTo: str | None = None,
     ) -> Choice | None:
         """
         @return: The backend, unless it was tried already.
@@ -948,19 +958,19 @@ class PoolResource(_ProxyResource):
         self.sticky = sticky
 
     def choose(
-        self, now: float, tried: Collection[Backend], request: IClientRequest
+        self,
+        now: float,
+        tried: Collection[Backend],
+        request: IClientRequest,
+        stuckTo: str | None = None,
     ) -> Choice | None:
         """
-        @return: What the pool chooses for C{request} (by its key, its
-            sticky cookie), never a backend already tried.
+        @return: What the pool chooses for C{request} (by its key, and the
+            backend its sticky cookie names), never a backend already tried.
         """
         readKey = self._readKey
-        sticky = self.sticky
         return self.pool.choose(
-            now,
-            tried,
-            None if readKey is None else readKey(request),
-            None if sticky is None else sticky.read(request.headers),
+            now, tried, None if readKey is None else readKey(request), stuckTo
         )
 
     def getProxy(self, name: str) -> ReverseProxyResource:

@@ -326,6 +326,27 @@ class ProxyMixin:
         [record] = self.accessLog.records
         return record
 
+    def assertNoCyclicGarbage(self) -> None:
+        """
+        Send 20 keep-alive GETs over two backend connections and assert
+        that they leave nothing for the garbage collector.
+        """
+        client = self.client()
+        client.send(GET)
+        first, _ = self.connectBackend(0)
+        first.dataReceived(OK)
+        client.send(GET)
+        second, _ = self.connectBackend(1)
+        second.dataReceived(OK)
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)  # type: ignore[attr-defined]
+        for index in range(20):
+            client.send(GET)
+            (first if index % 2 == 0 else second).dataReceived(OK)
+        self.assertEqual(len(self.accessLog.records), 22)  # type: ignore[attr-defined]
+        self.assertEqual(gc.collect(), 0)  # type: ignore[attr-defined]
+
 
 class RoutingTests(ProxyMixin, SynchronousTestCase):
     """
@@ -382,21 +403,7 @@ class RoutingTests(ProxyMixin, SynchronousTestCase):
         made is freed by reference counting, without the garbage collector
         (cycles cost a collection pass on the request path).
         """
-        client = self.client()
-        client.send(GET)
-        first, _ = self.connectBackend(0)
-        first.dataReceived(OK)
-        client.send(GET)
-        second, _ = self.connectBackend(1)
-        second.dataReceived(OK)
-        gc.collect()
-        gc.disable()
-        self.addCleanup(gc.enable)
-        for index in range(20):
-            client.send(GET)
-            (first if index % 2 == 0 else second).dataReceived(OK)
-        self.assertEqual(len(self.accessLog.records), 22)
-        self.assertEqual(gc.collect(), 0)
+        self.assertNoCyclicGarbage()
 
     def test_noBackendUpAnswers503AtOnce(self) -> None:
         """
@@ -1330,21 +1337,7 @@ class RoutedResourceTests(ProxyMixin, SynchronousTestCase):
         A routed request with header rules and a request ID leaves no
         reference cycle behind either.
         """
-        client = self.client()
-        client.send(GET)
-        first, _ = self.connectBackend(0)
-        first.dataReceived(OK)
-        client.send(GET)
-        second, _ = self.connectBackend(1)
-        second.dataReceived(OK)
-        gc.collect()
-        gc.disable()
-        self.addCleanup(gc.enable)
-        for index in range(20):
-            client.send(GET)
-            (first if index % 2 == 0 else second).dataReceived(OK)
-        self.assertEqual(len(self.accessLog.records), 22)
-        self.assertEqual(gc.collect(), 0)
+        self.assertNoCyclicGarbage()
 
     def test_rulesAndRequestId(self) -> None:
         """
