@@ -205,6 +205,9 @@ class Attempts:
         timer, self._timer = self._timer, None
         if timer is not None and timer.active():
             timer.cancel()
+        if self._queue is None and self._woken is None:
+            # Never waited in the queue (the usual request).
+            return
         queue, self._queue = self._queue, None
         if queue is not None:
             queue.remove(self)

@@ -185,7 +185,7 @@ class HTTPFrontend(Factory):
             if refusal is not None:
                 self._rateLimited(request, refusal)
                 return
-        self.resource.forward(request)
+        self._resource.forward(request)
 
     def _rateLimited(self, request: IClientRequest, refusal: Refusal) -> None:
         """

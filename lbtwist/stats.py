@@ -68,9 +68,12 @@ def statusClass(status: int) -> str | None:
     @return: One of L{STATUS_CLASSES}, e.g. C{"4xx"}, or L{None} for a code
         outside 100-599.
     """
-    if 100 <= status <= 599:
-        return f"{status // 100}xx"
-    return None
+    return _CLASS_OF_STATUS.get(status)
+
+
+_CLASS_OF_STATUS = {
+    status: STATUS_CLASSES[status // 100 - 1] for status in range(100, 600)
+}
 
 
 def _zeroCounts(keys: Sequence[str]) -> dict[str, int]:
@@ -221,7 +224,7 @@ class BackendStats:
         @param duration: How long the attempt took, in seconds.
         @param now: The current time.
         """
-        kind = statusClass(status)
+        kind = _CLASS_OF_STATUS.get(status)
         if kind is not None:
             self.responses[kind] += 1
         self._timed(duration, now)
@@ -323,6 +326,6 @@ class FrontendStats:
 
         @param status: Its status code; one outside 100-599 is not counted.
         """
-        kind = statusClass(status)
+        kind = _CLASS_OF_STATUS.get(status)
         if kind is not None:
             self.responses[kind] += 1

@@ -311,7 +311,7 @@ class _Forward:
             proxy.clock,
             # Not a method of this object: that would make a reference
             # cycle, left for the garbage collector after every request.
-            partial(proxy.choose, request=request, stuckTo=self._stuckTo),
+            partial(proxy.choose, request, self._stuckTo),
             proxy.retries,
             _What(method, target),  # type: ignore[arg-type]
             proxy.pool,
@@ -320,6 +320,7 @@ class _Forward:
         self._connection: UpstreamConnection | None = None
         self._pending: Any = None
         self._committed = False
+        self._producing = False
         self._over = False
         self._tunnelled = False
         self._status = 0
@@ -327,31 +328,16 @@ class _Forward:
         self._body = (
             None if body is None else _ReplayBody(body, config.retry_buffer, self)
         )
-        self._notIdempotent = (
-            None
-            if method in IDEMPOTENT_METHODS
-            else "%s is not idempotent" % (method.decode("ascii", "replace"),)
-        )
-        headers = request.headers
+        self._idempotent = method in IDEMPOTENT_METHODS
         tokens = request.connectionTokens
         self._upgrade = (
-            websocketUpgrade(method, request.version, tokens, headers, body is not None)
+            websocketUpgrade(
+                method, request.version, tokens, request.headers, body is not None
+            )
             if tokens and isinstance(request, ServerRequest)
             else None
         )
-        address = request.clientAddress
-        self._headArgs = (
-            method,
-            target,
-            headers,
-            tokens,
-            str(getattr(address, "host", "unknown")),
-            request.secure,
-            proxy.policy,
-            None if body is None else body.length,
-            body is not None,
-            self._upgrade,
-        )
+        self._target = target
         self._head: list[bytes] | None = None
         request.notifyDone(self._done)
 
@@ -398,15 +384,32 @@ class _Forward:
         )
 
     def _headFor(self, backend: Backend) -> list[bytes]:
-        if self._proxy.config.rewrite_host:
-            return requestHead(
-                *self._headArgs,
-                hostOverride=backend.address.encode("ascii"),
-                rules=self._rules,
-            )
+        """
+        The request head for C{backend}: made once and sent to every backend
+        tried, unless the pool rewrites C{Host} for each.
+        """
+        rewrite = self._proxy.config.rewrite_host
         head = self._head
-        if head is None:
-            head = self._head = requestHead(*self._headArgs, rules=self._rules)
+        if head is not None and not rewrite:
+            return head
+        request = self._request
+        body = self._body
+        head = requestHead(
+            request.method,
+            self._target,
+            request.headers,
+            request.connectionTokens,
+            str(getattr(request.clientAddress, "host", "unknown")),
+            request.secure,
+            self._proxy.policy,
+            None if body is None else body.length,
+            body is not None,
+            self._upgrade,
+            hostOverride=backend.address.encode("ascii") if rewrite else None,
+            rules=self._rules,
+        )
+        if not rewrite:
+            self._head = head
         return head
 
     def _connected(self, connection: UpstreamConnection, lease: Lease) -> None:
@@ -446,8 +449,10 @@ class _Forward:
         self._connection = None
         body = self._body
         notReplayable = None
-        if problem.sent:
-            notReplayable = self._notIdempotent
+        if problem.sent and not self._idempotent:
+            notReplayable = "%s is not idempotent" % (
+                self._request.method.decode("ascii", "replace"),
+            )
         if notReplayable is None and body is not None and body.started:
             # Even a request that never reached the backend cannot be sent
             # again once its body outgrew the buffer.
@@ -512,8 +517,6 @@ class _Forward:
                     )
                 )
             request.respond(head.status, head.reason, headers, head.length)
-            if head.bodyExpected and self._connection is not None:
-                request.registerProducer(self._connection)
         except Exception:
             self._crashed(Failure())
 
@@ -521,7 +524,17 @@ class _Forward:
         self._request.write(data)
 
     def responseWaiting(self) -> None:
-        self._request.flush()
+        request = self._request
+        if not self._producing:
+            # The body goes on after this read: from now on the client's
+            # connection paces the backend's.  (A response complete in one
+            # read, the usual small one, never registers: at most one read
+            # of the backend's is ever buffered for a slow client.)
+            self._producing = True
+            connection = self._connection
+            if connection is not None:
+                request.registerProducer(connection)
+        request.flush()
 
     def responseEnd(self) -> None:
         try:
@@ -536,7 +549,8 @@ class _Forward:
             if body is not None and not body.ended:
                 body.stop()
             request = self._request
-            request.unregisterProducer()
+            if self._producing:
+                request.unregisterProducer()
             request.finish()
         except Exception:
             self._crashed(Failure())
@@ -824,10 +838,10 @@ class _ProxyResource(Resource):
 
     def choose(
         self,
+        request: IClientRequest,
+        stuckTo: str | None,
         now: float,
         tried: Collection[Backend],
-        request: IClientRequest,
-        stuckTo: str | None = None,
     ) -> Choice | None:
         """
         @param now: The current time.
@@ -904,10 +918,10 @@ class ReverseProxyResource(_ProxyResource):
 
     def choose(
         self,
+        request: IClientRequest,
+        stuckTo: str | None,
         now: float,
         tried: Collection[Backend],
-        request: IClientRequest,
-        stuckTo: str | None = None,
     ) -> Choice | None:
         """
         @return: The backend, unless it was tried already.
@@ -959,10 +973,10 @@ class PoolResource(_ProxyResource):
 
     def choose(
         self,
+        request: IClientRequest,
+        stuckTo: str | None,
         now: float,
         tried: Collection[Backend],
-        request: IClientRequest,
-        stuckTo: str | None = None,
     ) -> Choice | None:
         """
         @return: What the pool chooses for C{request} (by its key, and the

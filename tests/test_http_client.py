@@ -215,6 +215,72 @@ class ReuseTests(ClientTestsMixin, SynchronousTestCase):
         self.assertEqual(self.pool.idleCount(), 0)
         self.assertEqual(self.pool.openCount(), 1)
 
+    def test_successiveResponsesOfEveryFraming(self) -> None:
+        """
+        One connection carries responses framed every way in turn, each read
+        whole and on its own: the parser a complete response leaves ready is
+        used for the next, and a fresh one follows a HEAD, a 1xx or a 204.
+        """
+        responses: list[tuple[bytes, bytes, bytes, int | None]] = [
+            (b"GET", b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", b"abc", 3),
+            (
+                b"GET",
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"2\r\nde\r\n0\r\nX-Trailer: 1\r\n\r\n",
+                b"de",
+                None,
+            ),
+            (b"HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n", b"", 50),
+            (b"GET", b"HTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nf", b"f", 1),
+            (b"GET", b"HTTP/1.1 204 No Content\r\n\r\n", b"", None),
+            (
+                b"GET",
+                b"HTTP/1.1 100 Continue\r\n\r\n"
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\ngh",
+                b"gh",
+                2,
+            ),
+            (
+                b"GET",
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"1\r\ni\r\n0\r\n\r\n",
+                b"i",
+                None,
+            ),
+            (b"GET", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b"", 0),
+        ]
+        first = None
+        for method, response, body, length in responses:
+            connection = self.connect()
+            if first is None:
+                first = connection
+            self.assertIs(connection, first)
+            receiver = self.send(connection, method)
+            connection.dataReceived(response)
+            self.assertEqual(receiver.events[0], "head")
+            self.assertEqual(receiver.events[-1], "end", (method, response))
+            self.assertEqual(receiver.body, body)
+            assert receiver.head is not None
+            self.assertEqual(receiver.head.length, length)
+            self.assertEqual(self.pool.idleCount(), 1)
+        self.assertEqual(len(self.endpoint.transports), 1)
+
+    def test_freshParserAfterHead(self) -> None:
+        """
+        After a HEAD request, a response that has a body is read whole: the
+        parser made for the HEAD response is not used again.
+        """
+        connection, receiver = self.exchange(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", b"HEAD"
+        )
+        self.assertTrue(receiver.ended)
+        again = self.connect()
+        self.assertIs(again, connection)
+        receiver = self.send(again)
+        again.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        self.assertEqual(receiver.body, b"hello")
+        self.assertTrue(receiver.ended)
+
     def test_idleBeforeResponseEnd(self) -> None:
         """
         The connection is idle in the pool when C{responseEnd} is called.

@@ -1053,6 +1053,39 @@ class StreamingTests(ProxyMixin, SynchronousTestCase):
         producer.resumeProducing()
         self.assertEqual(upstream.producerState, "producing")
 
+    def test_noProducerForOneReadResponse(self) -> None:
+        """
+        A response complete in the read that brought its head never
+        registers a producer on the client's connection: nothing of the
+        backend's is left to pace.  One whose body goes on past that read
+        registers the upstream connection once, until the response ends.
+        """
+        client = self.client()
+        registered: list[object] = []
+        register = client.transport.registerProducer
+
+        def recordingRegister(producer: Any, streaming: bool) -> None:
+            registered.append(producer)
+            register(producer, streaming)
+
+        client.transport.registerProducer = recordingRegister  # type: ignore[method-assign]
+        client.send(GET)
+        connection, _ = self.connectBackend(0)
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")
+        self.assertEqual(registered, [])
+        self.assertTrue(client.received().endswith(b"\r\n\r\nabc"))
+
+        client.send(GET)
+        # Round robin: the second request goes to the other backend.
+        again, _ = self.connectBackend(1)
+        again.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nabc")
+        self.assertEqual(len(registered), 1)
+        self.assertIsNotNone(client.transport.producer)
+        again.dataReceived(b"def")
+        self.assertEqual(len(registered), 1)
+        self.assertIsNone(client.transport.producer)
+        self.assertTrue(client.received().endswith(b"abcdef"))
+
     def test_slowBackendPausesClient(self) -> None:
         """
         A backend transport that pauses its producer pauses reading the

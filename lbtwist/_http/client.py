@@ -153,25 +153,27 @@ class UpstreamConnection(Protocol):
         self._bodyDone = False
         self._resetResponse()
 
+    # Set before use for each response (_fail, the _NOBODY outcome, _feed).
+    _invalid = ""
+    _pendingHead: ResponseHead | None = None
+    _chunk = b""
+
     def _resetResponse(self) -> None:
         """
         Forget what was read of a response head, for the next response.
         """
         self._outcome = _NOTHING
-        self._invalid = ""
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._length: int | None = None
-        self._codings: list[bytes] = []
+        self._codings: list[bytes] | None = None
         self._closeToken = False
         self._keepAliveToken = False
         self._keepAlive = False
         self._headSize = 0
         self._headTail = b""
         self._prefix = b""
-        self._chunk = b""
         self._closeDelimited = False
-        self._pendingHead: ResponseHead | None = None
 
     # Protocol
 
@@ -297,11 +299,19 @@ class UpstreamConnection(Protocol):
             return
         self._state = _HEAD
         self._receiver = receiver
-        self._resetRequest()
-        self._head = method == b"HEAD"
         self._chunked = chunked
+        self._bodyDone = False
+        self._resetResponse()
         self._readTimeout = readTimeout
-        self._parser = HttpResponseParser(self)
+        if method == b"HEAD":
+            # llhttp must be told a HEAD response has no body: a parser of
+            # its own (httptools issue #47), never reused.
+            self._head = True
+            self._parser = HttpResponseParser(self)
+        else:
+            self._head = False
+            if self._parser is None:
+                self._parser = HttpResponseParser(self)
         self._writer.write(b"".join(head))
         self._arm(responseTimeout)
 
@@ -430,7 +440,10 @@ class UpstreamConnection(Protocol):
                 self._length = int(value)
         elif size == 17:
             if name.lower() == b"transfer-encoding":
-                self._codings.append(value)
+                if self._codings is None:
+                    self._codings = [value]
+                else:
+                    self._codings.append(value)
         elif size == 10:
             if name.lower() == b"connection":
                 for token in value.lower().split(b","):
@@ -623,7 +636,11 @@ class UpstreamConnection(Protocol):
         receiver = self._receiver
         assert receiver is not None
         self._receiver = None
-        self._parser = None
+        if stray or self._head or self._outcome != _COMPLETE:
+            # The parser was stopped inside a callback, or was made for a
+            # HEAD request: the next response needs a fresh one.  (Else
+            # llhttp is ready for the next response on this connection.)
+            self._parser = None
         if self._paused:
             self._paused = False
             self._transport.resumeProducing()
@@ -641,6 +658,7 @@ class UpstreamConnection(Protocol):
         else:
             self._cancelTimer()
             self._state = _CLOSED
+            self._parser = None
             if self._bodyDone:
                 self._transport.loseConnection()
             else:

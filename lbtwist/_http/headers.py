@@ -75,6 +75,8 @@ RESPONSE_HOP_BY_HOP = frozenset(
 )
 """Response fields never copied to the client (the channel frames the body)."""
 
+_RESPONSE_HOP_BY_HOP_LENGTHS = frozenset(len(name) for name in RESPONSE_HOP_BY_HOP)
+
 _PROTECTED = frozenset({b"host", b"content-length", b"transfer-encoding"})
 _FORWARDING = frozenset(
     {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"}
@@ -370,8 +372,14 @@ def responseHeaders(
     kept = []
     named: set[bytes] | None = None
     hopByHop = RESPONSE_HOP_BY_HOP
+    lengths = _RESPONSE_HOP_BY_HOP_LENGTHS
     for field in headers:
-        lowered = field[0].lower()
+        name = field[0]
+        if len(name) not in lengths:
+            # Most fields: no hop-by-hop name is this long.
+            kept.append(field)
+            continue
+        lowered = name.lower()
         if lowered in hopByHop:
             if lowered == b"connection":
                 for token in field[1].split(b","):

@@ -15,9 +15,8 @@ The seams of lbtwist's HTTP data path.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
-from attrs import frozen
 from zope.interface import Attribute, Interface
 
 __all__ = [
@@ -239,10 +238,10 @@ class IClientRequest(Interface):
         """
 
 
-@frozen
-class ResponseHead:
+class ResponseHead(NamedTuple):
     """
-    The head of a backend's response.
+    The head of a backend's response (a named tuple: one is made for every
+    response, and a tuple is the cheapest immutable value to make).
 
     @ivar status: The status code.
     @ivar reason: The reason phrase.

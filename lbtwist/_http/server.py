@@ -343,34 +343,23 @@ class ServerRequest:
     See L{IClientRequest} for the attributes and methods.
     """
 
-    __slots__ = (
-        "_pendingHead",
-        "method",
-        "target",
-        "version",
-        "headers",
-        "connectionTokens",
-        "host",
-        "clientAddress",
-        "serverAddress",
-        "secure",
-        "started",
-        "body",
-        "status",
-        "sentBytes",
-        "headSent",
-        "done",
-        "_channel",
-        "_persistent",
-        "_expectContinue",
-        "_upgrade",
-        "_chunked",
-        "_bodyAllowed",
-        "_keepAlive",
-        "_callbacks",
-        "_producer",
-        "routed",
-    )
+    # What most requests never change, or change only once they are
+    # answered: class defaults, so that making a request sets only what
+    # differs from one request to the next.
+    body: RequestBody | None = None
+    status: int | None = None
+    sentBytes = 0
+    headSent = False
+    done = False
+    routed: object | None = None
+    _pendingHead = b""
+    _expectContinue = False
+    _upgrade = False
+    _chunked = False
+    _bodyAllowed = True
+    _keepAlive = False
+    _callbacks: list[Callable[[], object]] | None = None
+    _producer: object | None = None
 
     def __init__(
         self,
@@ -382,6 +371,7 @@ class ServerRequest:
         connectionTokens: frozenset[bytes],
         host: bytes | None,
         persistent: bool,
+        started: float = 0.0,
     ) -> None:
         """
         @param channel: The channel the request came on.
@@ -393,6 +383,7 @@ class ServerRequest:
         @param host: The C{Host} value, or L{None}.
         @param persistent: Whether the client lets the connection persist
             after this request.
+        @param started: When its head was complete.
         """
         self.method = method
         self.target = target
@@ -403,23 +394,9 @@ class ServerRequest:
         self.clientAddress = channel._clientAddress
         self.serverAddress = channel._serverAddress
         self.secure = channel._settings.secure
-        self.started = 0.0
-        self.body: RequestBody | None = None
-        self.status: int | None = None
-        self.sentBytes = 0
-        self._pendingHead = b""
-        self.headSent = False
-        self.done = False
+        self.started = started
         self._channel = channel
         self._persistent = persistent
-        self._expectContinue = False
-        self._upgrade = False
-        self._chunked = False
-        self._bodyAllowed = True
-        self._keepAlive = False
-        self._callbacks: list[Callable[[], object]] | None = None
-        self._producer: object | None = None
-        self.routed: object | None = None
 
     def __repr__(self) -> str:
         return f"<ServerRequest {self.method!r} {self.target!r} {self.version!r}>"
@@ -685,7 +662,7 @@ class HTTPServerChannel(Protocol):
         """
         Parse C{data}; dispatch the requests it completes.
         """
-        self._stats.received(len(data))
+        self._stats.bytesIn += len(data)
         if self._switched is not None:
             self._switched.dataReceived(data)
             return
@@ -702,7 +679,12 @@ class HTTPServerChannel(Protocol):
         if self._bodyTimer is not None:
             self._bodyLast = self._clock.seconds()
         try:
-            self._feed(data)
+            if self._rawLeft:
+                self._feed(data)
+            else:
+                data = self._feedParser(data)
+                if data:
+                    self._feed(data)
         except _Stop:
             pass
         self._processQueue()
@@ -869,12 +851,15 @@ class HTTPServerChannel(Protocol):
         parser = self._parser
         assert parser is not None
         size = len(data)
+        pieces: Sequence[bytes | memoryview]
         if size <= limit or self._reading is not None:
-            pieces: list[bytes | memoryview] = [data]
+            pieces = (data,)
         else:
             view = memoryview(data)
             pieces = [view[start : start + limit] for start in range(0, size, limit)]
-        for index, piece in enumerate(pieces):
+        index = -1
+        for piece in pieces:
+            index += 1
             if self._stopped:
                 return b""
             serial = self._headSerial if self._parsing else -1
@@ -1026,7 +1011,7 @@ class HTTPServerChannel(Protocol):
         if host is None:
             if version == b"HTTP/1.1":
                 self._refuseStop(400)
-        elif not validHost(host):
+        elif _HOST.match(host) is None:
             self._refuseStop(400)
         if transferEncoding is not None and (
             version != b"HTTP/1.1"
@@ -1053,9 +1038,16 @@ class HTTPServerChannel(Protocol):
             persistent = b"keep-alive" in tokens
             expectContinue = False
         request = ServerRequest(
-            self, method, target, version, headers, tokens, host, persistent
+            self,
+            method,
+            target,
+            version,
+            headers,
+            tokens,
+            host,
+            persistent,
+            self._clock.seconds(),
         )
-        request.started = self._clock.seconds()
         limit = self._settings.maxBodySize
         routeHead = self._frontend.routeHead
         if routeHead is not None:
@@ -1076,7 +1068,8 @@ class HTTPServerChannel(Protocol):
                 self._reading = request
                 if rawBody:
                     self._rawLeft = contentLength
-        request._expectContinue = expectContinue
+        if expectContinue:
+            request._expectContinue = True
         self._queue.append(request)
         self._cancelHeadTimer()
 
@@ -1211,7 +1204,10 @@ class HTTPServerChannel(Protocol):
             while self._current is None and queue and not self._closed:
                 request = queue.popleft()
                 self._current = request
-                self._dispatch(request)
+                try:
+                    self._frontend.dispatch(request)
+                except Exception:
+                    self._dispatchFailed(request)
         finally:
             self._processing = False
         if self._closed:
@@ -1221,20 +1217,21 @@ class HTTPServerChannel(Protocol):
             return
         if self._queue:
             self._pause(_PAUSED_QUEUE)
-        elif self._upgradeRest is None:
+        elif self._pauses and self._upgradeRest is None:
             self._resume(_PAUSED_QUEUE)
         self._updateTimers()
 
-    def _dispatch(self, request: ServerRequest) -> None:
-        try:
-            self._frontend.dispatch(request)
-        except Exception:
-            _log.failure("dispatching {request} failed", request=request)
-            if not request.done:
-                if request.headSent:
-                    request.abort()
-                else:
-                    request.respondError(502)
+    def _dispatchFailed(self, request: ServerRequest) -> None:
+        """
+        The frontend raised while dispatching C{request} (a bug): log it and
+        answer 502, or abort if the response had begun.
+        """
+        _log.failure("dispatching {request} failed", request=request)
+        if not request.done:
+            if request.headSent:
+                request.abort()
+            else:
+                request.respondError(502)
 
     def _requestFinished(self, request: ServerRequest) -> None:
         """
@@ -1248,7 +1245,8 @@ class HTTPServerChannel(Protocol):
         if not keep:
             self._loseConnection()
             return
-        self._resume(_PAUSED_BODY)
+        if self._pauses:
+            self._resume(_PAUSED_BODY)
         self._processQueue()
 
     def _abortRequest(self, request: ServerRequest) -> None:
@@ -1288,7 +1286,7 @@ class HTTPServerChannel(Protocol):
     def _write(self, request: ServerRequest, data: bytes) -> None:
         if self._closed:
             return
-        self._stats.sent(len(data))
+        self._stats.bytesOut += len(data)
         self._writer.write(data)
 
     def _writeSequence(self, request: ServerRequest, parts: list[bytes]) -> None:
