@@ -19,10 +19,8 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.server import Site
 
 from lbtwist.accesslog import openAccessLog
-from lbtwist.admin import adminResource
 from lbtwist.backend import Backend, BackendState, logFailedCheck, logStateChange
 from lbtwist.balancer import Balancer
 from lbtwist.config import (
@@ -37,7 +35,6 @@ from lbtwist.config import (
 from lbtwist.frontend import HTTPFrontend
 from lbtwist.listener import ListenError, Listener, StartupError, listenFailure
 from lbtwist.health import HealthCheck, ProbeResult, healthAgent, probeFor, probeOnce
-from lbtwist.metrics import metricsRegistry
 from lbtwist.pool import BackendPool
 from lbtwist.proxyheader import ProxyHeaderWrappingFactory
 from lbtwist.shutdown import Drainable, GracefulShutdown
@@ -45,7 +42,6 @@ from lbtwist.statefile import StateFile
 from lbtwist.sticky import StickyCookie, loadOrCreateSecret
 from lbtwist.systemd import SystemdNotifier, SystemdService, whenListening
 from lbtwist.stats import FrontendStats
-from lbtwist.tcp import TCPProxyFactory
 from lbtwist.tls import ALPN_HTTP, serverTLSFactory
 from lbtwist.web import BackendConnections, PoolResource, RoutedResource
 
@@ -291,19 +287,6 @@ def _listeners(
     ]
 
 
-class _AdminSite(Site):
-    """
-    The admin listener's site: quiet, no access log.
-    """
-
-    noisy = False
-
-    def log(self, request: Any) -> None:
-        """
-        Log nothing.
-        """
-
-
 class LoadBalancer(MultiService):
     """
     The running load balancer: the services built from a L{Config}
@@ -389,17 +372,7 @@ class LoadBalancer(MultiService):
             for listener in listeners:
                 listener.setServiceParent(self)
         if config.admin is not None:
-            admin = adminResource(
-                self.balancer,
-                reactor,
-                metricsRegistry(self.balancer, reactor),
-                config.admin.token,
-                started=reactor.seconds(),
-            )
-            for adminListener in _listeners(
-                reactor, "admin", [config.admin.listen], _AdminSite(admin), label="admin"
-            ):
-                adminListener.setServiceParent(self)
+            self._addAdmin(config.admin)
         self._cleanUp.append(self._closeConnectionPools)
         if self._accessLog is not None:
             self._cleanUp.append(self._accessLog.close)
@@ -413,6 +386,28 @@ class LoadBalancer(MultiService):
             describe=_listeningOn,
         )
         self._systemd.setServiceParent(self)
+
+    def _addAdmin(self, config: AdminConfig) -> None:
+        """
+        Add the admin listener: the stats page, JSON API and metrics.
+        """
+        # Imported here: the admin pages, prometheus_client and twisted.web's
+        # Site take memory that a configuration without [admin] never uses.
+        from lbtwist.admin import AdminSite, adminResource
+        from lbtwist.metrics import metricsRegistry
+
+        reactor = self._reactor
+        admin = adminResource(
+            self.balancer,
+            reactor,
+            metricsRegistry(self.balancer, reactor),
+            config.token,
+            started=reactor.seconds(),
+        )
+        for adminListener in _listeners(
+            reactor, "admin", [config.listen], AdminSite(admin), label="admin"
+        ):
+            adminListener.setServiceParent(self)
 
     def privilegedStartService(self) -> None:
         """
@@ -695,6 +690,9 @@ class LoadBalancer(MultiService):
         connections: dict[str, BackendConnections],
     ) -> Any:
         if frontend.mode == "tcp":
+            # Imported here: only TCP (L4) frontends need it.
+            from lbtwist.tcp import TCPProxyFactory
+
             return TCPProxyFactory(
                 self._reactor, frontend, pools, stats, self._accessLog
             )

@@ -284,6 +284,26 @@ class ServiceTreeTests(SynchronousTestCase):
         )
 
 
+    def test_demoBackends(self) -> None:
+        """
+        With C{--demo}, the service the plugin gives twistd also holds the
+        three demo backends.
+        """
+        from lbtwist.listener import Listener
+        from lbtwist.service import LoadBalancer
+        from lbtwist.tap import makeService as tapService
+
+        options = Options()
+        options.parseOptions(["--demo"])
+        self.patch(signal, "signal", lambda *args: None)
+        [root] = tapService(options)
+        self.assertIsInstance(root, LoadBalancer)
+        demos = [s for s in root if type(s) is Listener]
+        self.assertEqual(
+            [d.description for d in demos], ["tcp:9001", "tcp:9002", "tcp:9003"]
+        )
+
+
 class PluginTests(SynchronousTestCase):
     """
     twistd finds the plugin and refuses bad configuration before binding.
