@@ -19,6 +19,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.iweb import IAgent
 
 from lbtwist.accesslog import openAccessLog
 from lbtwist.backend import Backend, BackendState, logFailedCheck, logStateChange
@@ -338,7 +339,8 @@ class LoadBalancer(MultiService):
                 f"[settings] access_log: cannot open {settings.access_log}: "
                 f"{listenFailure(e)}"
             ) from None
-        self._probeAgent = healthAgent(reactor)
+        # Made for the first pool with HTTP checks (see _agentFor).
+        self._probeAgent: IAgent | None = None
         self._connections: dict[str, BackendConnections] = {}
         self._pools: dict[str, BackendPool] = {}
         self._checks: dict[tuple[str, str], _RunningCheck] = {}
@@ -631,13 +633,19 @@ class LoadBalancer(MultiService):
         )
         return done.addCallback(lambda _: None)
 
-    def _agentFor(self, pool: PoolConfig) -> Any:
+    def _agentFor(self, pool: PoolConfig) -> IAgent | None:
         """
         The agent that sends the HTTP health probes of C{pool}: probes of
-        https:// backends verify them as requests do.
+        https:// backends verify them as requests do. L{None} for a pool
+        without HTTP checks, so that twisted.web's HTTP client is loaded
+        only by a configuration that has some.
         """
+        if pool.health.check != "http":
+            return None
         if pool.usesTLS:
             return healthAgent(self._reactor, pool)
+        if self._probeAgent is None:
+            self._probeAgent = healthAgent(self._reactor)
         return self._probeAgent
 
     def _applyChecks(self, pools: dict[str, BackendPool]) -> None:
