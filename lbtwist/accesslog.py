@@ -40,11 +40,11 @@ import re
 import string
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
+from time import gmtime
 from typing import Any
 
 from attrs import frozen
 from twisted.logger import Logger
-from twisted.web.http import datetimeToLogString
 
 _log = Logger()
 
@@ -176,6 +176,27 @@ def _word(text: str | None) -> str:
     return f'"{escaped}"' if " " in escaped or not escaped else escaped
 
 
+_MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+
+
+def _logTime(timestamp: float) -> str:
+    """
+    @return: C{timestamp} as the common log format writes it, exactly as
+        twisted.web's C{datetimeToLogString} does:
+        C{[10/Nov/2026:14:03:01 +0000]}. (Not imported from twisted.web.http:
+        that large module is needed for nothing else.)
+    """
+    t = gmtime(timestamp)
+    return "[%02d/%s/%4d:%02d:%02d:%02d +0000]" % (
+        t.tm_mday,
+        _MONTHS[t.tm_mon - 1],
+        t.tm_year,
+        t.tm_hour,
+        t.tm_min,
+        t.tm_sec,
+    )
+
+
 def formatCombined(record: AccessRecord) -> str:
     """
     Format a record in Apache's combined log format plus lbtwist's fields.
@@ -184,7 +205,7 @@ def formatCombined(record: AccessRecord) -> str:
     @return: One line, without the line break.
     """
     line = (
-        f"{_orDash(record.client)} - - {datetimeToLogString(record.timestamp)}"
+        f"{_orDash(record.client)} - - {_logTime(record.timestamp)}"
         f' "{_escape(record.method)} {_escape(record.target)}'
         f' {_escape(record.version)}"'
         f" {record.status} {record.bytes or '-'}"
@@ -303,7 +324,7 @@ def formatConnectionCombined(record: ConnectionRecord) -> str:
     @return: One line, without the line break.
     """
     line = (
-        f"{_orDash(record.client)} - - {datetimeToLogString(record.timestamp)}"
+        f"{_orDash(record.client)} - - {_logTime(record.timestamp)}"
         f' "TCP {_escape(record.frontend)}"'
         f" pool={_word(record.pool)} backend={_word(record.backend)}"
         f" attempts={record.attempts} from_client={record.fromClient}"
@@ -377,7 +398,7 @@ def _query(target: str) -> str | None:
 
 _COMMON_FIELDS: dict[str, Callable[[AccessRecord | ConnectionRecord], str]] = {
     "time": lambda r: _isoTime(r.timestamp),
-    "time_local": lambda r: datetimeToLogString(r.timestamp)[1:-1],
+    "time_local": lambda r: _logTime(r.timestamp)[1:-1],
     "timestamp": lambda r: f"{r.timestamp:.3f}",
     "client_ip": lambda r: _orDash(r.client),
     "frontend": lambda r: _orDash(r.frontend),

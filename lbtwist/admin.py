@@ -51,8 +51,10 @@ from prometheus_client.registry import CollectorRegistry
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.logger import Logger
+from twisted.web.http import Request
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
+from twisted.web.server import Site
 
 import lbtwist
 from lbtwist.backend import CHECK_HISTORY, Backend, BackendState
@@ -73,6 +75,7 @@ from lbtwist.stats import STATUS_CLASSES, FrontendStats
 
 __all__ = [
     "ACTIONS",
+    "AdminSite",
     "REFRESH_SECONDS",
     "SESSION_COOKIE",
     "SESSION_SECONDS",
@@ -998,6 +1001,19 @@ def adminResource(
     api.putChild(b"pools", PoolsAPI(balancer, clock))
     root.putChild(b"api", api)
     return root
+
+
+class AdminSite(Site):
+    """
+    The admin listener's site: quiet, no access log.
+    """
+
+    noisy = False
+
+    def log(self, request: Request) -> None:
+        """
+        Log nothing.
+        """
 
 
 # The stats page.

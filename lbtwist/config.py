@@ -17,7 +17,6 @@ import math
 import os
 import re
 import string
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -1895,6 +1894,9 @@ def loadConfig(path: str, environ: Mapping[str, str] | None = None) -> Config:
         it begins with the path), if the file cannot be read, is not TOML,
         or is not a valid configuration.
     """
+    # Imported here: the quick form (--listen/--backend) reads no file.
+    import tomllib
+
     try:
         with open(path, "rb") as file:
             document = tomllib.load(file)

@@ -8,7 +8,7 @@ verified TLS (with SNI) on top.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attrs import field, frozen
 from twisted.internet.endpoints import (
@@ -17,12 +17,16 @@ from twisted.internet.endpoints import (
     TCP6ClientEndpoint,
 )
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.web.client import URI
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from lbtwist.config import BackendConfig
 from lbtwist.tls import BackendTLS
+
+if TYPE_CHECKING:
+    # Only for annotations: twisted.web.client is large, and only HTTP
+    # health checks need it.
+    from twisted.web.client import URI
 
 __all__ = ["BackendEndpoints", "backendEndpoint"]
 

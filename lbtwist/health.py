@@ -19,7 +19,7 @@ anyway is logged as an error and restarted.
 
 from __future__ import annotations
 
-from typing import Callable, NoReturn
+from typing import TYPE_CHECKING, Callable, NoReturn
 
 from attrs import frozen
 from twisted.application.service import Service
@@ -49,15 +49,6 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
-from twisted.web.client import (
-    Agent,
-    HTTPConnectionPool,
-    ResponseDone,
-    ResponseFailed,
-    ResponseNeverReceived,
-    URI,
-)
-from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IAgentEndpointFactory, IResponse
 from zope.interface import Attribute, Interface, implementer
@@ -65,6 +56,9 @@ from zope.interface import Attribute, Interface, implementer
 from lbtwist.config import BackendConfig, HealthCheckConfig, PoolConfig
 from lbtwist.tls import BackendTLS, describeTLSFailure
 from lbtwist.endpoints import BackendEndpoints
+
+if TYPE_CHECKING:
+    from twisted.web.client import URI
 
 __all__ = [
     "ProbeResult",
@@ -175,14 +169,30 @@ def _describeFailure(reason: Failure, timeout: float) -> str:
     tls = describeTLSFailure(reason)
     if tls is not None:
         return tls.reason
-    if isinstance(error, (ResponseFailed, ResponseNeverReceived)):
-        # Agent wraps the interesting failure; describe the first one.
-        inner = [r for r in error.reasons if isinstance(r, Failure)]
-        if inner:
-            return _describeFailure(inner[0], timeout)
     message = str(error)
     name = type(error).__name__
     return f"{name}: {message}" if message else name
+
+
+def _describeAgentFailure(reason: Failure, timeout: float) -> str:
+    """
+    L{_describeFailure} for a failure of twisted.web's L{Agent}, which wraps
+    the interesting failure: the first one inside is described.
+
+    @param reason: Why an HTTP probe failed.
+    @param timeout: The probe's timeout, named when it expired.
+    @return: The detail for a failed L{ProbeResult}.
+    """
+    # Imported here (as everywhere in this module): twisted.web's HTTP
+    # client is large, and only HTTP checks need it.
+    from twisted.web.client import ResponseFailed, ResponseNeverReceived
+
+    error = reason.value
+    if isinstance(error, (ResponseFailed, ResponseNeverReceived)):
+        inner = [r for r in error.reasons if isinstance(r, Failure)]
+        if inner:
+            return _describeAgentFailure(inner[0], timeout)
+    return _describeFailure(reason, timeout)
 
 
 def _timedOut(result: object, timeout: float) -> NoReturn:
@@ -243,6 +253,10 @@ class _DiscardBody(Protocol):
         @param reason: L{ResponseDone} or L{PotentialDataLoss} when the whole
             body was received, another failure otherwise.
         """
+        # Imported here: only HTTP checks need twisted.web's HTTP client.
+        from twisted.web.client import ResponseDone
+        from twisted.web.http import PotentialDataLoss
+
         if self.finished.called:
             return
         if isinstance(reason.value, (ResponseDone, PotentialDataLoss)):
@@ -280,6 +294,9 @@ class HTTPProbe:
         @param host: The C{Host} header to send, or C{None} to let the agent
             derive it from C{url}.
         """
+        # Imported here: only HTTP checks need twisted.web's HTTP client.
+        from twisted.web.client import URI
+
         self.agent = agent
         self.url = url
         self._path = URI.fromBytes(url).originForm.decode("ascii", "replace")
@@ -331,7 +348,7 @@ class HTTPProbe:
         def failed(reason: Failure) -> ProbeResult:
             return ProbeResult(
                 False,
-                _describeFailure(reason, timeout),
+                _describeAgentFailure(reason, timeout),
                 self.clock.seconds() - started,
             )
 
@@ -849,7 +866,7 @@ def probeOnce(
 
 def probeFor(
     reactor: IReactorTCP,
-    agent: IAgent,
+    agent: IAgent | None,
     pool: PoolConfig,
     backend: BackendConfig,
 ) -> IHealthProbe | None:
@@ -858,7 +875,8 @@ def probeFor(
 
     @param reactor: Connects TCP probes and is the clock of every probe; it
         must provide L{IReactorTCP} and L{IReactorTime}.
-    @param agent: Sends HTTP probes (see L{HTTPProbe}).
+    @param agent: Sends HTTP probes (see L{HTTPProbe}); other checks need
+        none.
     @param pool: The pool, whose C{health} section chooses the check.
     @param backend: The backend to probe.
     @return: An L{HTTPProbe} of C{http://{address}{path}} (C{https://}
@@ -866,13 +884,16 @@ def probeFor(
         C{healthAgent(reactor, pool)}) with C{Host} set to the backend's
         address, a L{TCPProbe} (which completes the TLS handshake with an
         C{https} backend), or C{None} when the check is C{"none"}.
-    @raise ValueError: For an unknown check kind.
+    @raise ValueError: For an unknown check kind, or an HTTP check without
+        an C{agent}.
     """
     health = pool.health
     if health.check == "none":
         return None
     clock = IReactorTime(reactor)
     if health.check == "http":
+        if agent is None:
+            raise ValueError("an HTTP health check needs an agent")
         address = backend.address
         url = f"{backend.scheme}://{address}{health.path}".encode("ascii")
         return HTTPProbe(agent, url, health, clock, host=address.encode("ascii"))
@@ -900,6 +921,9 @@ def healthAgent(reactor: IReactorTCP, pool: PoolConfig | None = None) -> IAgent:
         requests do.
     @return: A L{twisted.web.client.Agent}.
     """
+    # Imported here: only HTTP checks need twisted.web's HTTP client.
+    from twisted.web.client import Agent, HTTPConnectionPool
+
     connections = HTTPConnectionPool(reactor, persistent=False)
     if pool is None:
         # Each probe has its own deadline; this only bounds the connect.

@@ -19,10 +19,9 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.server import Site
+from twisted.web.iweb import IAgent
 
 from lbtwist.accesslog import openAccessLog
-from lbtwist.admin import adminResource
 from lbtwist.backend import Backend, BackendState, logFailedCheck, logStateChange
 from lbtwist.balancer import Balancer
 from lbtwist.config import (
@@ -37,7 +36,6 @@ from lbtwist.config import (
 from lbtwist.frontend import HTTPFrontend
 from lbtwist.listener import ListenError, Listener, StartupError, listenFailure
 from lbtwist.health import HealthCheck, ProbeResult, healthAgent, probeFor, probeOnce
-from lbtwist.metrics import metricsRegistry
 from lbtwist.pool import BackendPool
 from lbtwist.proxyheader import ProxyHeaderWrappingFactory
 from lbtwist.shutdown import Drainable, GracefulShutdown
@@ -45,7 +43,6 @@ from lbtwist.statefile import StateFile
 from lbtwist.sticky import StickyCookie, loadOrCreateSecret
 from lbtwist.systemd import SystemdNotifier, SystemdService, whenListening
 from lbtwist.stats import FrontendStats
-from lbtwist.tcp import TCPProxyFactory
 from lbtwist.tls import ALPN_HTTP, serverTLSFactory
 from lbtwist.web import BackendConnections, PoolResource, RoutedResource
 
@@ -291,19 +288,6 @@ def _listeners(
     ]
 
 
-class _AdminSite(Site):
-    """
-    The admin listener's site: quiet, no access log.
-    """
-
-    noisy = False
-
-    def log(self, request: Any) -> None:
-        """
-        Log nothing.
-        """
-
-
 class LoadBalancer(MultiService):
     """
     The running load balancer: the services built from a L{Config}
@@ -355,7 +339,8 @@ class LoadBalancer(MultiService):
                 f"[settings] access_log: cannot open {settings.access_log}: "
                 f"{listenFailure(e)}"
             ) from None
-        self._probeAgent = healthAgent(reactor)
+        # Made for the first pool with HTTP checks (see _agentFor).
+        self._probeAgent: IAgent | None = None
         self._connections: dict[str, BackendConnections] = {}
         self._pools: dict[str, BackendPool] = {}
         self._checks: dict[tuple[str, str], _RunningCheck] = {}
@@ -389,17 +374,7 @@ class LoadBalancer(MultiService):
             for listener in listeners:
                 listener.setServiceParent(self)
         if config.admin is not None:
-            admin = adminResource(
-                self.balancer,
-                reactor,
-                metricsRegistry(self.balancer, reactor),
-                config.admin.token,
-                started=reactor.seconds(),
-            )
-            for adminListener in _listeners(
-                reactor, "admin", [config.admin.listen], _AdminSite(admin), label="admin"
-            ):
-                adminListener.setServiceParent(self)
+            self._addAdmin(config.admin)
         self._cleanUp.append(self._closeConnectionPools)
         if self._accessLog is not None:
             self._cleanUp.append(self._accessLog.close)
@@ -413,6 +388,28 @@ class LoadBalancer(MultiService):
             describe=_listeningOn,
         )
         self._systemd.setServiceParent(self)
+
+    def _addAdmin(self, config: AdminConfig) -> None:
+        """
+        Add the admin listener: the stats page, JSON API and metrics.
+        """
+        # Imported here: the admin pages, prometheus_client and twisted.web's
+        # Site take memory that a configuration without [admin] never uses.
+        from lbtwist.admin import AdminSite, adminResource
+        from lbtwist.metrics import metricsRegistry
+
+        reactor = self._reactor
+        admin = adminResource(
+            self.balancer,
+            reactor,
+            metricsRegistry(self.balancer, reactor),
+            config.token,
+            started=reactor.seconds(),
+        )
+        for adminListener in _listeners(
+            reactor, "admin", [config.listen], AdminSite(admin), label="admin"
+        ):
+            adminListener.setServiceParent(self)
 
     def privilegedStartService(self) -> None:
         """
@@ -636,13 +633,19 @@ class LoadBalancer(MultiService):
         )
         return done.addCallback(lambda _: None)
 
-    def _agentFor(self, pool: PoolConfig) -> Any:
+    def _agentFor(self, pool: PoolConfig) -> IAgent | None:
         """
         The agent that sends the HTTP health probes of C{pool}: probes of
-        https:// backends verify them as requests do.
+        https:// backends verify them as requests do. L{None} for a pool
+        without HTTP checks, so that twisted.web's HTTP client is loaded
+        only by a configuration that has some.
         """
+        if pool.health.check != "http":
+            return None
         if pool.usesTLS:
             return healthAgent(self._reactor, pool)
+        if self._probeAgent is None:
+            self._probeAgent = healthAgent(self._reactor)
         return self._probeAgent
 
     def _applyChecks(self, pools: dict[str, BackendPool]) -> None:
@@ -695,6 +698,9 @@ class LoadBalancer(MultiService):
         connections: dict[str, BackendConnections],
     ) -> Any:
         if frontend.mode == "tcp":
+            # Imported here: only TCP (L4) frontends need it.
+            from lbtwist.tcp import TCPProxyFactory
+
             return TCPProxyFactory(
                 self._reactor, frontend, pools, stats, self._accessLog
             )

@@ -28,7 +28,6 @@ from twisted.python import usage
 
 from lbtwist import __version__
 from lbtwist.config import Config, ConfigError, configFromOptions, loadConfig
-from lbtwist.demo import demoConfig, demoServices
 
 _log = Logger()
 
@@ -149,6 +148,10 @@ class Options(usage.Options):
         if self["config"]:
             return loadConfig(self["config"])
         if self["demo"]:
+            # Imported here: the demo backends need twisted.web's Site, which
+            # lbtwist itself does not.
+            from lbtwist.demo import demoConfig
+
             return demoConfig()
         if not self["backend"]:
             raise usage.UsageError(
@@ -186,6 +189,9 @@ def makeService(options: Options) -> IService:
         raise SystemExit(1) from None
     root.installSignalHandler()
     if options["demo"]:
+        # Imported only for --demo, as in Options._configuration.
+        from lbtwist.demo import demoServices
+
         for demo in demoServices(reactor):
             demo.setServiceParent(root)
     top = OneLineStartFailure()

@@ -28,7 +28,16 @@ from __future__ import annotations
 import os
 import re
 from functools import partial
-from typing import Any, Callable, Collection, Mapping, Protocol, Sequence, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Collection,
+    Mapping,
+    Protocol,
+    Sequence,
+    cast,
+)
 
 from attrs import frozen
 
@@ -36,7 +45,6 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IPushProducer, IReactorTime, ITCPTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import server
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from zope.interface import implementer
@@ -73,6 +81,9 @@ from lbtwist.routing import InvalidPath, Route, Router, hostName, strippedTarget
 from lbtwist.sticky import StickyCookie
 from lbtwist.strategies import Choice
 from lbtwist.tunnel import Tunnel, TunnelTotals
+
+if TYPE_CHECKING:
+    from twisted.web import server
 
 __all__ = [
     "BackendConnections",
@@ -861,7 +872,11 @@ class _ProxyResource(Resource):
         if not isinstance(request, ServerRequest):
             request = StockRequest(request, self.clock.seconds())
         self.forward(request)
-        return server.NOT_DONE_YET
+        # Imported here: only a stock twisted.web Site renders; lbtwist's
+        # own frontends call forward, and never need twisted.web.server.
+        from twisted.web.server import NOT_DONE_YET
+
+        return NOT_DONE_YET
 
     def forward(self, request: IClientRequest, routed: Routed | None = None) -> None:
         """
@@ -1205,7 +1220,11 @@ class RoutedResource(Resource):
         if not isinstance(request, ServerRequest):
             request = StockRequest(request, self.clock.seconds())
         self.forward(request)
-        return server.NOT_DONE_YET
+        # Imported here: only a stock twisted.web Site renders; lbtwist's
+        # own frontends call forward, and never need twisted.web.server.
+        from twisted.web.server import NOT_DONE_YET
+
+        return NOT_DONE_YET
 
     def forward(self, request: IClientRequest) -> None:
         """

@@ -14,6 +14,7 @@ from attrs import evolve
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import _escape as twistedEscape
+from twisted.web.http import datetimeToLogString
 
 from lbtwist.accesslog import (
     ACCESS_LOG_FORMATS,
@@ -167,6 +168,17 @@ class FormatCombinedTests(SynchronousTestCase):
         self.assertTrue(
             formatCombined(record).endswith(' retries="bad \\"status\\" line\\n"')
         )
+
+    def test_timeLikeTwisted(self) -> None:
+        """
+        The time is written exactly as Twisted's own access log writes it.
+        """
+        for month in range(12):
+            timestamp = TIMESTAMP + month * 31 * 86400 + month * 3661.75
+            record = evolve(RECORD, timestamp=timestamp)
+            self.assertIn(
+                f" - - {datetimeToLogString(timestamp)} ", formatCombined(record)
+            )
 
     def test_timestampUTC(self) -> None:
         """

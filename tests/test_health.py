@@ -887,6 +887,19 @@ class ProbeForTests(SynchronousTestCase):
         self.assertEqual(probe.url, b"http://[::1]:9001/healthz")
         self.assertEqual(probe.host, b"[::1]:9001")
 
+    def test_httpNeedsAnAgent(self) -> None:
+        """
+        An HTTP check without an agent is a L{ValueError}; the other checks
+        need none.
+        """
+        pool = _pool("http")
+        self.assertRaises(
+            ValueError, probeFor, self.reactor, None, pool, pool.backends[0]
+        )
+        pool = _pool("tcp")
+        probe = probeFor(self.reactor, None, pool, pool.backends[0])
+        self.assertIsInstance(probe, TCPProbe)
+
     def test_tcp(self) -> None:
         """
         A TCP check connects to the backend's host and port with the pool's

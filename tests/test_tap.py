@@ -5,6 +5,7 @@ tree, plugin discovery and a real C{twistd} refusing a bad file.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from lbtwist.health import HealthCheck
 from lbtwist.service import FrontendListener, makeService
 from lbtwist.tap import Options
+from tests.harness import closedPort
 
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
@@ -281,6 +283,173 @@ class ServiceTreeTests(SynchronousTestCase):
         self.assertEqual(
             formatEvent(critical),
             'frontend "web": cannot listen on tcp:80: permission denied',
+        )
+
+
+    def test_demoBackends(self) -> None:
+        """
+        With C{--demo}, the service the plugin gives twistd also holds the
+        three demo backends.
+        """
+        from lbtwist.listener import Listener
+        from lbtwist.service import LoadBalancer
+        from lbtwist.tap import makeService as tapService
+
+        options = Options()
+        options.parseOptions(["--demo"])
+        self.patch(signal, "signal", lambda *args: None)
+        [root] = tapService(options)
+        self.assertIsInstance(root, LoadBalancer)
+        demos = [s for s in root if type(s) is Listener]
+        self.assertEqual(
+            [d.description for d in demos], ["tcp:9001", "tcp:9002", "tcp:9003"]
+        )
+
+
+_STARTED_MODULES = """
+import json, sys
+from twisted.internet import reactor
+from lbtwist.tap import Options, makeService
+
+options = Options()
+options.parseOptions(sys.argv[1:])
+service = makeService(options)
+service.privilegedStartService()
+service.startService()
+
+def report():
+    print(json.dumps(sorted(sys.modules)))
+    reactor.stop()
+
+reactor.callLater(0.5, report)
+reactor.run()
+"""
+"""
+Starts lbtwist as C{twistd lbtwist ARGS} does (on the real reactor, health
+checks probing for half a second), then prints the names of the modules
+loaded.
+"""
+
+_OPTIONAL = [
+    "lbtwist.admin",
+    "lbtwist.metrics",
+    "prometheus_client",
+    "lbtwist.demo",
+    "lbtwist.tcp",
+    "twisted.web.server",
+    "twisted.web.client",
+    "twisted.web.http",
+    "tomllib",
+]
+"""
+What lbtwist imports only for a configuration that uses it: the admin
+listener, the demo, TCP frontends, twisted.web's Site (admin, demo and
+embedding), its HTTP client (HTTP health checks) and a configuration file.
+"""
+
+
+class StartupImportsTests(SynchronousTestCase):
+    """
+    lbtwist imports what its configuration uses: each module loaded costs
+    memory for the whole life of the process.
+    """
+
+    def startedModules(self, *args: str) -> set[str]:
+        """
+        @return: The modules loaded by a new process that started lbtwist
+            with the C{twistd lbtwist} options C{args}.
+        """
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(ROOT)
+        result = subprocess.run(
+            [sys.executable, "-c", _STARTED_MODULES, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        modules: list[str] = json.loads(result.stdout.splitlines()[-1])
+        self.assertIn("lbtwist.service", modules)
+        return set(modules)
+
+    def test_quickFormLeavesOutUnusedFeatures(self) -> None:
+        """
+        The quick form with TCP health checks (as the benchmark starts
+        lbtwist) loads none of the optional modules.
+        """
+        backends = []
+        for port in (closedPort(), closedPort(), closedPort()):
+            backends += ["--backend", f"http://127.0.0.1:{port}"]
+        modules = self.startedModules(
+            "--listen", "tcp:0:interface=127.0.0.1", *backends
+        )
+        self.assertEqual(sorted(modules.intersection(_OPTIONAL)), [])
+
+    def test_featuresLoadWhenConfigured(self) -> None:
+        """
+        A configuration file with C{[admin]}, HTTP health checks and a TCP
+        frontend loads the modules they need.
+        """
+        path = self.mktemp()
+        Path(path).write_text(
+            f"""
+[[frontend]]
+name = "web"
+listen = ["tcp:0:interface=127.0.0.1"]
+pool = "app"
+
+[[frontend]]
+name = "db"
+mode = "tcp"
+listen = ["tcp:0:interface=127.0.0.1"]
+pool = "db"
+
+[[pool]]
+name = "app"
+[pool.health]
+check = "http"
+path = "/healthz"
+[[pool.backend]]
+url = "http://127.0.0.1:{closedPort()}"
+
+[[pool]]
+name = "db"
+[[pool.backend]]
+url = "tcp://127.0.0.1:{closedPort()}"
+
+[admin]
+listen = "tcp:0:interface=127.0.0.1"
+"""
+        )
+        modules = self.startedModules("--config", path)
+        self.assertEqual(
+            sorted(modules.intersection(_OPTIONAL)),
+            sorted(set(_OPTIONAL) - {"lbtwist.demo"}),
+        )
+
+    def test_adminOnlyLoadsAdmin(self) -> None:
+        """
+        The quick form with C{--admin} loads the admin pages, their metrics
+        and twisted.web's Site, and nothing else optional.
+        """
+        modules = self.startedModules(
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--backend",
+            f"http://127.0.0.1:{closedPort()}",
+            "--admin",
+            "tcp:0:interface=127.0.0.1",
+        )
+        self.assertEqual(
+            sorted(modules.intersection(_OPTIONAL)),
+            [
+                "lbtwist.admin",
+                "lbtwist.metrics",
+                "prometheus_client",
+                "twisted.web.http",
+                "twisted.web.server",
+            ],
         )
 
 
