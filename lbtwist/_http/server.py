@@ -1247,7 +1247,12 @@ class HTTPServerChannel(Protocol):
             return
         if self._pauses:
             self._resume(_PAUSED_BODY)
-        self._processQueue()
+        if self._queue or self._pauses or self._pendingRefusal is not None:
+            self._processQueue()
+        else:
+            # Nothing waits (the usual keep-alive request): the connection
+            # is idle now.
+            self._updateTimers()
 
     def _abortRequest(self, request: ServerRequest) -> None:
         if request is self._current:
