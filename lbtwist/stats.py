@@ -162,8 +162,10 @@ class LatencyWindow:
         @param value: A duration in seconds.
         @param now: The current time.
         """
-        self._expire(now)
-        self._samples.append((now, value))
+        samples = self._samples
+        if samples and now - samples[0][0] > self._age:
+            self._expire(now)
+        samples.append((now, value))
 
     def quantile(self, q: float, now: float) -> float | None:
         """
@@ -227,7 +229,8 @@ class BackendStats:
         kind = _CLASS_OF_STATUS.get(status)
         if kind is not None:
             self.responses[kind] += 1
-        self._timed(duration, now)
+        self.duration.observe(duration)
+        self.latency.add(duration, now)
 
     def recordFailure(self, kind: str, duration: float, now: float) -> None:
         """

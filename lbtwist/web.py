@@ -747,12 +747,17 @@ class BackendConnections:
 
             self._tls = BackendTLS.forPool(config)
         self._pools: dict[tuple[str, str], ConnectionPool] = {}
+        # The same, by backend object: no key to make on every request.
+        self._byBackend: dict[Backend, ConnectionPool] = {}
 
     def __call__(self, backend: Backend) -> ConnectionPool:
         """
         @param backend: A backend of the pool.
         @return: Its connection pool.
         """
+        connections = self._byBackend.get(backend)
+        if connections is not None:
+            return connections
         key = (backend.name, backend.config.url)
         connections = self._pools.get(key)
         if connections is None:
@@ -766,6 +771,8 @@ class BackendConnections:
                 config.idle_connection_timeout,
                 config.connect_timeout,
             )
+        # A backend kept across a reload keeps its URL (BackendPool.adopt).
+        self._byBackend[backend] = connections
         return connections
 
     def sameSettings(self, other: BackendConnections) -> bool:
@@ -805,6 +812,7 @@ class BackendConnections:
             else:
                 connections.close()
         previous._pools = {}
+        previous._byBackend = {}
 
     def close(self) -> Deferred[None]:
         """
