@@ -7,11 +7,12 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.internet.tcp import Connection
 from twisted.trial.unittest import SynchronousTestCase
 
-from lbtwist._http.writer import SocketWriter
+from lbtwist._http.writer import SocketWriter, WriteBatch
 
 
 class _Recording(Connection):
@@ -27,10 +28,9 @@ class _Recording(Connection):
         self.written.append(data)
 
 
-class SocketWriterTests(SynchronousTestCase):
+class _Sockets(SynchronousTestCase):
     """
-    Direct writes to a plain TCP connection, and the fall back to the
-    transport.
+    A connected pair of TCP sockets on loopback.
     """
 
     def pair(self) -> tuple[socket.socket, socket.socket]:
@@ -43,6 +43,13 @@ class SocketWriterTests(SynchronousTestCase):
         server.setblocking(False)
         client.settimeout(5)
         return server, client
+
+
+class SocketWriterTests(_Sockets):
+    """
+    Direct writes to a plain TCP connection, and the fall back to the
+    transport.
+    """
 
     def test_directAndNoDelay(self) -> None:
         """
@@ -87,3 +94,119 @@ class SocketWriterTests(SynchronousTestCase):
         self.assertFalse(writer.direct)
         writer.write(b"data")
         self.assertEqual(transport.value(), b"data")
+
+
+class _Closing(_Recording):
+    """
+    A TCP connection that records, instead of doing, closing and aborting,
+    and what the peer had received by then.
+    """
+
+    def __init__(self, sock: socket.socket, peer: socket.socket) -> None:
+        super().__init__(sock)
+        self.peer = peer
+        self.closed: list[tuple[str, bytes]] = []
+
+    def _received(self) -> bytes:
+        self.peer.setblocking(False)
+        try:
+            return self.peer.recv(1000)
+        except BlockingIOError:
+            return b""
+
+    def loseConnection(self) -> None:  # type: ignore[override]
+        self.closed.append(("lose", self._received()))
+
+    def abortConnection(self) -> None:
+        self.closed.append(("abort", self._received()))
+
+
+class WriteBatchTests(_Sockets):
+    """
+    With a L{WriteBatch}, writes wait until the end of the reactor's round
+    of events, and each writer sends what it holds in one C{send}.
+    """
+
+    def test_heldUntilTheRoundEnds(self) -> None:
+        """
+        Nothing is sent until the clock runs the batch's call; then each
+        writer's writes arrive together, in order.
+        """
+        clock = Clock()
+        batch = WriteBatch(clock)
+        server1, client1 = self.pair()
+        server2, client2 = self.pair()
+        first = SocketWriter(_Recording(server1), batch)
+        second = SocketWriter(_Recording(server2), batch)
+        first.write(b"head")
+        second.write(b"other")
+        first.write(b"body")
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        client1.setblocking(False)
+        self.assertRaises(BlockingIOError, client1.recv, 100)
+        clock.advance(0)
+        client1.setblocking(True)
+        self.assertEqual(client1.recv(100), b"headbody")
+        self.assertEqual(client2.recv(100), b"other")
+        self.assertEqual(clock.getDelayedCalls(), [])
+        # The next round schedules its own flush.
+        first.write(b"again")
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        clock.advance(0)
+        self.assertEqual(client1.recv(100), b"again")
+
+    def test_closingSendsWhatIsHeld(self) -> None:
+        """
+        Closing or aborting through the writer sends what it holds first.
+        """
+        for how in ("lose", "abort"):
+            clock = Clock()
+            server, client = self.pair()
+            transport = _Closing(server, client)
+            writer = SocketWriter(transport, WriteBatch(clock))
+            writer.write(b"last words")
+            if how == "lose":
+                writer.loseConnection()
+            else:
+                writer.abortConnection()
+            self.assertEqual(transport.closed, [(how, b"last words")])
+            # The batch's call finds nothing left to send.
+            clock.advance(0)
+            self.assertEqual(transport.written, [])
+
+    def test_handOver(self) -> None:
+        """
+        Handing the connection over sends what is held, and every later
+        write goes through the transport at once.
+        """
+        clock = Clock()
+        server, client = self.pair()
+        transport = _Recording(server)
+        writer = SocketWriter(transport, WriteBatch(clock))
+        writer.write(b"101 head")
+        writer.handOver()
+        self.assertFalse(writer.direct)
+        self.assertEqual(client.recv(100), b"101 head")
+        writer.write(b"tunnelled")
+        self.assertEqual(transport.written, [b"tunnelled"])
+
+    def test_otherTransportsAtOnce(self) -> None:
+        """
+        A transport that is not written to directly gets writes at once,
+        batch or not.
+        """
+        clock = Clock()
+        transport = StringTransport()
+        writer = SocketWriter(transport, WriteBatch(clock))
+        writer.write(b"data")
+        self.assertEqual(transport.value(), b"data")
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_onePerClock(self) -> None:
+        """
+        L{WriteBatch.forClock} gives every writer of one reactor the same
+        batch.
+        """
+        one, other = Clock(), Clock()
+        self.assertIs(WriteBatch.forClock(one), WriteBatch.forClock(one))
+        self.assertIsNot(WriteBatch.forClock(one), WriteBatch.forClock(other))

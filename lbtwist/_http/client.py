@@ -38,7 +38,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from lbtwist._http.writer import SocketWriter
+from lbtwist._http.writer import SocketWriter, WriteBatch
 from lbtwist._http.interfaces import IResponseReceiver, ResponseHead
 from lbtwist.failures import (
     UpstreamFailure,
@@ -183,7 +183,7 @@ class UpstreamConnection(Protocol):
         more (its connection attempt timed out).
         """
         self._transport = cast(_Transport, self.transport)
-        self._writer = SocketWriter(self.transport)
+        self._writer = SocketWriter(self.transport, WriteBatch.forClock(self._clock))
         attempt, self._attempt = self._attempt, None
         if attempt is not None and attempt.abandoned:
             self._state = _CLOSED
@@ -228,7 +228,7 @@ class UpstreamConnection(Protocol):
             else:
                 self._transport.loseConnection()
             return
-        self._transport.loseConnection()
+        self._writer.loseConnection()
 
     def writeConnectionLost(self) -> None:
         """
@@ -379,6 +379,9 @@ class UpstreamConnection(Protocol):
             raise RuntimeError("only a connection switching protocols can detach")
         self._state = _DETACHED
         self._tunnel = protocol
+        # The request head (held until the end of the round) goes before
+        # whatever the protocol writes.
+        self._writer.handOver()
         self._pool._lost(self)
         rest, self._rest = self._rest, b""
         if self._paused:
@@ -660,9 +663,9 @@ class UpstreamConnection(Protocol):
             self._state = _CLOSED
             self._parser = None
             if self._bodyDone:
-                self._transport.loseConnection()
+                self._writer.loseConnection()
             else:
-                self._transport.abortConnection()
+                self._writer.abortConnection()
         receiver.responseEnd()
 
     def _invalidResponse(self, what: str) -> None:
@@ -690,7 +693,7 @@ class UpstreamConnection(Protocol):
         self._parser = None
         self._cancelTimer()
         self._pool._lost(self)
-        self._transport.abortConnection()
+        self._writer.abortConnection()
 
     def _close(self) -> None:
         """
@@ -699,7 +702,7 @@ class UpstreamConnection(Protocol):
         self._state = _CLOSED
         self._cancelTimer()
         self._pool._lost(self)
-        self._transport.loseConnection()
+        self._writer.loseConnection()
 
     def _activate(self) -> None:
         """

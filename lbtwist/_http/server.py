@@ -63,7 +63,7 @@ from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
 from lbtwist._http.errors import errorBody, errorResponse
-from lbtwist._http.writer import SocketWriter
+from lbtwist._http.writer import SocketWriter, WriteBatch
 from lbtwist._http.interfaces import IBodyReceiver, IClientRequest, IRequestBody
 from lbtwist import proxyheader
 from lbtwist.stats import FrontendStats
@@ -651,7 +651,7 @@ class HTTPServerChannel(Protocol):
         Tell the frontend; wait for a PROXY header or the first request.
         """
         transport = self._transport = cast(_Transport, self.transport)
-        self._writer = SocketWriter(transport)
+        self._writer = SocketWriter(transport, WriteBatch.forClock(self._clock))
         self._clientAddress = transport.getPeer()
         self._serverAddress = transport.getHost()
         self._awaitingProxy = self._settings.acceptProxy
@@ -764,7 +764,7 @@ class HTTPServerChannel(Protocol):
         self._closed = True
         self._stopped = True
         self._cancelTimers()
-        self._transport.abortConnection()
+        self._writer.abortConnection()
 
     # The PROXY header
 
@@ -1270,6 +1270,9 @@ class HTTPServerChannel(Protocol):
         """
         assert IProtocol.providedBy(protocol)
         transport = self._transport
+        # What the channel still holds for the client goes before whatever
+        # the protocol writes.
+        self._writer.handOver()
         rest = b"".join(self._upgradeRest or ())
         self._upgradeRest = None
         self._switched = protocol
@@ -1313,7 +1316,7 @@ class HTTPServerChannel(Protocol):
         self._cancelTimers()
         if not self._closed:
             self._closed = True
-            self._transport.loseConnection()
+            self._writer.loseConnection()
 
     # Reading pauses
 

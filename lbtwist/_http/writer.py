@@ -1,45 +1,112 @@
 # -*- test-case-name: tests.test_http_writer -*-
 """
-Writing to a plain TCP connection without a round trip through the reactor.
+Writing to a plain TCP connection without a round trip through the reactor,
+once per turn of the reactor's loop.
 
 C{transport.write} always buffers and asks the reactor to watch the socket
 for writability (an C{epoll_ctl} call), sends on the next turn of the loop
 (another dispatch), then stops watching (one more C{epoll_ctl}).  For a small
 response the kernel's send buffer nearly always has room: L{SocketWriter}
-sends it at once on the transport's socket (C{ITCPTransport.getHandle}).
+sends it itself on the transport's socket (C{ITCPTransport.getHandle}).
 The first time the kernel does not take everything, the rest goes to
 C{transport.write} and from then on every write goes through the
 transport, so bytes are never reordered and Twisted's flow control (a
 registered producer is paused while its buffer is full) works as usual.
 
+With a L{WriteBatch}, what the writers of one reactor are given while the
+reactor dispatches one round of events is sent at the end of that round,
+each writer's bytes in one C{send}.  On loopback and in virtual machines a
+C{send} that wakes a sleeping reader on another CPU costs several times the
+copying it does; sending a round's responses together wakes each reader
+once, and measured on lbtwist's benchmark this cut the kernel time per
+proxied request by about a quarter.  A round lasts as long as the
+dispatching of the events that arrived together: nothing waits for new
+events.
+
 Only a plain C{twisted.internet.tcp.Connection} is written to directly;
-TLS and wrapped transports always go through C{transport.write}.
+TLS and wrapped transports always go through C{transport.write}, at once.
+Close or hand over the connection through the writer (L{loseConnection},
+L{abortConnection}, L{handOver}), so that what it holds goes first.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable
 
-from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.interfaces import IReactorTime, ISSLTransport
 from twisted.internet.tcp import Connection
 
-__all__ = ["SocketWriter"]
+__all__ = ["SocketWriter", "WriteBatch"]
+
+
+class WriteBatch:
+    """
+    The writers of one reactor that hold bytes to send at the end of the
+    current round of events.
+    """
+
+    _batches: weakref.WeakKeyDictionary[IReactorTime, WriteBatch] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, clock: IReactorTime) -> None:
+        """
+        @param clock: The reactor: C{callLater(0, ...)} runs once the events
+            being dispatched are.
+        """
+        self._clock = clock
+        self._writers: list[SocketWriter] = []
+
+    @classmethod
+    def forClock(cls, clock: IReactorTime) -> WriteBatch:
+        """
+        The batch every writer of C{clock}'s connections shares (one flush
+        per round for all of them).
+
+        @param clock: The reactor.
+        """
+        batch = cls._batches.get(clock)
+        if batch is None:
+            batch = cls._batches[clock] = cls(clock)
+        return batch
+
+    def add(self, writer: SocketWriter) -> None:
+        """
+        Send what C{writer} holds at the end of this round.
+        """
+        if not self._writers:
+            self._clock.callLater(0, self.flush)
+        self._writers.append(writer)
+
+    def flush(self) -> None:
+        """
+        Send what every writer holds now.
+        """
+        writers, self._writers = self._writers, []
+        for writer in writers:
+            writer.flush()
 
 
 class SocketWriter:
     """
-    Writes to one transport, directly to its socket while nothing is
-    buffered by the transport.
+    Writes to one transport: directly to its socket while nothing is
+    buffered by the transport, at the end of the round if it has a
+    L{WriteBatch}.
     """
 
-    __slots__ = ("_transport", "_send")
+    __slots__ = ("_transport", "_send", "_batch", "_pending")
 
-    def __init__(self, transport: Any) -> None:
+    def __init__(self, transport: Any, batch: WriteBatch | None = None) -> None:
         """
         @param transport: The connection's transport.
+        @param batch: Where to wait until the end of the round, or L{None} to
+            send at once.
         """
         self._transport = transport
         self._send: Callable[[bytes], int] | None = None
+        self._batch = batch
+        self._pending: list[bytes] = []
         if isinstance(transport, Connection) and not ISSLTransport.providedBy(
             transport
         ):
@@ -57,9 +124,63 @@ class SocketWriter:
 
     def write(self, data: bytes) -> None:
         """
-        Send C{data}: at once if the kernel takes it all, else (the rest)
-        through the transport, as every later write.
+        Send C{data}: at the end of the round, or at once, directly if the
+        kernel takes it all, else (the rest) through the transport, as
+        every later write.
         """
+        if self._send is None:
+            self._transport.write(data)
+            return
+        batch = self._batch
+        if batch is None:
+            self._sendNow(data)
+            return
+        pending = self._pending
+        if not pending:
+            batch.add(self)
+        pending.append(data)
+
+    def writeSequence(self, data: list[bytes]) -> None:
+        """
+        Send several pieces as one write.
+        """
+        self.write(b"".join(data))
+
+    def flush(self) -> None:
+        """
+        Send what is held now.
+        """
+        pending = self._pending
+        if pending:
+            data = pending[0] if len(pending) == 1 else b"".join(pending)
+            pending.clear()
+            self._sendNow(data)
+
+    def handOver(self) -> None:
+        """
+        Send what is held, then stop writing directly: from now on every
+        write goes through the transport (which another protocol may be
+        writing to as well).
+        """
+        self.flush()
+        self._send = None
+
+    def loseConnection(self) -> None:
+        """
+        Close the connection once what is held and buffered is sent.
+        """
+        self.flush()
+        self._transport.loseConnection()
+
+    def abortConnection(self) -> None:
+        """
+        Send what is held (if the kernel takes it), then abort the
+        connection.
+        """
+        self.flush()
+        self._transport.abortConnection()
+
+    def _sendNow(self, data: bytes) -> None:
         send = self._send
         if send is not None:
             try:
@@ -75,16 +196,3 @@ class SocketWriter:
             self._send = None
             data = data[sent:]
         self._transport.write(data)
-
-    def writeSequence(self, data: list[bytes]) -> None:
-        """
-        Send several pieces as one write.
-        """
-        self.write(b"".join(data))
-
-    def buffered(self) -> None:
-        """
-        Stop writing directly: from now on every write goes through the
-        transport (e.g. once it is closing).
-        """
-        self._send = None
