@@ -123,14 +123,28 @@ class _Closing(_Recording):
 
 class WriteBatchTests(_Sockets):
     """
-    With a L{WriteBatch}, writes wait until the end of the reactor's round
-    of events, and each writer sends what it holds in one C{send}.
+    With a L{WriteBatch}, while rounds of the reactor's events bring several
+    writes, writes wait until the end of their round and each writer sends
+    what it holds in one C{send}; while they bring one, writes go at once.
     """
+
+    def holdingBatch(self, clock: Clock) -> WriteBatch:
+        """
+        A batch after a round of two writes: the next round's wait.
+        """
+        batch = WriteBatch(clock)
+        batch.sendNow()
+        batch.sendNow()
+        clock.advance(0)
+        self.assertTrue(batch.holding)
+        return batch
 
     def test_heldUntilTheRoundEnds(self) -> None:
         """
-        Nothing is sent until the clock runs the batch's call; then each
-        writer's writes arrive together, in order.
+        After a round of several writes, nothing is sent until the clock
+        runs the end of the next round; then each writer's writes arrive
+        together, in order.  After a round of one write, writes go at once
+        again.
         """
         clock = Clock()
         batch = WriteBatch(clock)
@@ -138,6 +152,15 @@ class WriteBatchTests(_Sockets):
         server2, client2 = self.pair()
         first = SocketWriter(_Recording(server1), batch)
         second = SocketWriter(_Recording(server2), batch)
+        # The first round: at once.
+        first.write(b"one")
+        second.write(b"two")
+        self.assertEqual(client1.recv(100), b"one")
+        self.assertEqual(client2.recv(100), b"two")
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        clock.advance(0)
+        self.assertTrue(batch.holding)
+        # The next round: held until its end.
         first.write(b"head")
         second.write(b"other")
         first.write(b"body")
@@ -149,11 +172,13 @@ class WriteBatchTests(_Sockets):
         self.assertEqual(client1.recv(100), b"headbody")
         self.assertEqual(client2.recv(100), b"other")
         self.assertEqual(clock.getDelayedCalls(), [])
-        # The next round schedules its own flush.
-        first.write(b"again")
-        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        # A round of one write: held, and the next round's writes go at once.
+        first.write(b"alone")
         clock.advance(0)
-        self.assertEqual(client1.recv(100), b"again")
+        self.assertEqual(client1.recv(100), b"alone")
+        self.assertFalse(batch.holding)
+        first.write(b"at once")
+        self.assertEqual(client1.recv(100), b"at once")
 
     def test_closingSendsWhatIsHeld(self) -> None:
         """
@@ -163,7 +188,7 @@ class WriteBatchTests(_Sockets):
             clock = Clock()
             server, client = self.pair()
             transport = _Closing(server, client)
-            writer = SocketWriter(transport, WriteBatch(clock))
+            writer = SocketWriter(transport, self.holdingBatch(clock))
             writer.write(b"last words")
             if how == "lose":
                 writer.loseConnection()
@@ -182,7 +207,7 @@ class WriteBatchTests(_Sockets):
         clock = Clock()
         server, client = self.pair()
         transport = _Recording(server)
-        writer = SocketWriter(transport, WriteBatch(clock))
+        writer = SocketWriter(transport, self.holdingBatch(clock))
         writer.write(b"101 head")
         writer.handOver()
         self.assertFalse(writer.direct)
