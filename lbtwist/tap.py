@@ -188,6 +188,7 @@ def makeService(options: Options) -> IService:
         sys.stderr.write(f"twistd lbtwist: error: {e}\n")
         raise SystemExit(1) from None
     root.installSignalHandler()
+    root.freezeHeap()
     if options["demo"]:
         # Imported only for --demo, as in Options._configuration.
         from lbtwist.demo import demoServices

@@ -112,6 +112,61 @@ class ReloadTests(SynchronousTestCase):
         self.assertIs(self.lb.balancer.pools["app"], pool)
 
 
+class FreezeHeapTests(SynchronousTestCase):
+    """
+    L{LoadBalancer.freezeHeap}: what start-up made is frozen once started;
+    a reload unfreezes, collects and freezes again; without it, the
+    garbage collector is left alone.
+    """
+
+    def setUp(self) -> None:
+        self.calls: list[str] = []
+        # The real functions would freeze the test runner's own heap.
+        for name in ("freeze", "unfreeze", "collect"):
+            self.patch(service.gc, name, lambda name=name: self.calls.append(name))
+        self.path = self.mktemp() + ".toml"
+        Path(self.path).write_text(text([("a", 9001)]))
+        self.lb = LoadBalancer(loadConfig(self.path), MemoryReactorClock())
+
+    def start(self) -> None:
+        self.lb.privilegedStartService()
+        self.lb.startService()
+        self.addCleanup(self.lb.stopService)
+
+    def test_frozenOnceStarted(self) -> None:
+        """
+        The heap is frozen when the service starts, not before.
+        """
+        self.lb.freezeHeap()
+        self.assertEqual(self.calls, [])
+        self.start()
+        self.assertEqual(self.calls, ["freeze"])
+
+    def test_reloadCollectsAndFreezes(self) -> None:
+        """
+        A reload that switched unfreezes, collects what the old
+        configuration left, and freezes again; one that failed does not.
+        """
+        self.lb.freezeHeap()
+        self.start()
+        Path(self.path).write_text(text([("b", 9002)]))
+        self.successResultOf(self.lb.reload())
+        self.assertEqual(self.calls, ["freeze", "unfreeze", "collect", "freeze"])
+        Path(self.path).write_text("not toml [")
+        self.successResultOf(self.lb.reload())
+        self.assertEqual(self.calls, ["freeze", "unfreeze", "collect", "freeze"])
+
+    def test_leftAloneByDefault(self) -> None:
+        """
+        Without L{LoadBalancer.freezeHeap} (an embedding application), the
+        garbage collector is not touched, at start or on reload.
+        """
+        self.start()
+        Path(self.path).write_text(text([("b", 9002)]))
+        self.successResultOf(self.lb.reload())
+        self.assertEqual(self.calls, [])
+
+
 class _RefusingReactor(MemoryReactorClock):
     """
     A memory reactor that cannot listen on the ports in C{taken}.

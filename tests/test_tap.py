@@ -306,6 +306,23 @@ class ServiceTreeTests(SynchronousTestCase):
         )
 
 
+    def test_tapFreezesHeap(self) -> None:
+        """
+        The plugin owns the process: it asks the load balancer to freeze
+        what start-up made (L{LoadBalancer.freezeHeap}).
+        """
+        from lbtwist.service import LoadBalancer
+        from lbtwist.tap import makeService as tapService
+
+        asked: list[LoadBalancer] = []
+        self.patch(LoadBalancer, "freezeHeap", lambda lb: asked.append(lb))
+        self.patch(signal, "signal", lambda *args: None)
+        options = Options()
+        options.parseOptions(["--listen", "tcp:8080", "--backend", "http://127.0.0.1:9001"])
+        [root] = tapService(options)
+        self.assertEqual(asked, [root])
+
+
 _STARTED_MODULES = """
 import json, sys
 from twisted.internet import reactor
