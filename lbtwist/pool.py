@@ -18,8 +18,6 @@ from lbtwist.backend import Backend, BackendState
 from lbtwist.config import PoolConfig
 from lbtwist.strategies import STRATEGIES, Choice, IStrategy
 
-_UP = BackendState.UP
-
 __all__ = ["BackendPool", "IWaiting", "PoolQueue"]
 
 
@@ -258,11 +256,7 @@ class BackendPool:
         else:
 
             def eligible(backend: Backend) -> bool:
-                # An up backend is available (Backend.available) without
-                # a method call: this runs for every request.
-                return backend not in exclude and (
-                    backend.state is _UP or backend.available(now)
-                )
+                return backend not in exclude and backend.available(now)
 
         if sticky is not None:
             preferred = self._byName.get(sticky)

@@ -162,10 +162,8 @@ class LatencyWindow:
         @param value: A duration in seconds.
         @param now: The current time.
         """
-        samples = self._samples
-        if samples and now - samples[0][0] > self._age:
-            self._expire(now)
-        samples.append((now, value))
+        self._expire(now)
+        self._samples.append((now, value))
 
     def quantile(self, q: float, now: float) -> float | None:
         """
@@ -226,11 +224,10 @@ class BackendStats:
         @param duration: How long the attempt took, in seconds.
         @param now: The current time.
         """
-        kind = _CLASS_OF_STATUS.get(status)
+        kind = statusClass(status)
         if kind is not None:
             self.responses[kind] += 1
-        self.duration.observe(duration)
-        self.latency.add(duration, now)
+        self._timed(duration, now)
 
     def recordFailure(self, kind: str, duration: float, now: float) -> None:
         """
@@ -329,6 +326,6 @@ class FrontendStats:
 
         @param status: Its status code; one outside 100-599 is not counted.
         """
-        kind = _CLASS_OF_STATUS.get(status)
+        kind = statusClass(status)
         if kind is not None:
             self.responses[kind] += 1

@@ -144,14 +144,6 @@ class _Picking:
     """The explanation, a L{str.format} template of L{explain}'s values,
     e.g. C{"round robin: {}"}."""
 
-    explainsByName = True
-    """Whether L{explain} is this class's, which gives the backend's name
-    alone: then L{choose} does not call it (set for each subclass)."""
-
-    def __init_subclass__(cls, **kwargs: object) -> None:
-        super().__init_subclass__(**kwargs)
-        cls.explainsByName = cls.explain is _Picking.explain
-
     def pick(
         self, backends: Sequence[Backend], eligible: Callable[[Backend], bool]
     ) -> Backend | None:
@@ -175,8 +167,6 @@ class _Picking:
         backend = self.pick(backends, eligible)
         if backend is None:
             return None
-        if self.explainsByName:
-            return Choice(backend, self.template, backend.name)
         return Choice(backend, self.template, *self.explain(backend))
 
     def adopt(self, previous: IStrategy, backends: Sequence[Backend]) -> None:

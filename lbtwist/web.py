@@ -726,6 +726,23 @@ def _switchingHead(head: ResponseHead) -> bytes:
     return b"".join(lines)
 
 
+def _renderForwarded(
+    clock: IReactorTime, forward: Callable[[IClientRequest], None], request: Any
+) -> object:
+    """
+    Render a request a twisted.web C{Site} gives a resource of ours: adapt a
+    stock request, forward it, and tell the site the response comes later.
+    """
+    if not isinstance(request, ServerRequest):
+        request = StockRequest(request, clock.seconds())
+    forward(request)
+    # Imported here: only a stock twisted.web Site renders; lbtwist's own
+    # frontends call forward, and never need twisted.web.server.
+    from twisted.web.server import NOT_DONE_YET
+
+    return NOT_DONE_YET
+
+
 class BackendConnections:
     """
     The keep-alive connection pools of one pool's backends, one each, made
@@ -877,14 +894,7 @@ class _ProxyResource(Resource):
         Forward C{request}: lbtwist's own L{ServerRequest}, or a stock
         twisted.web request.
         """
-        if not isinstance(request, ServerRequest):
-            request = StockRequest(request, self.clock.seconds())
-        self.forward(request)
-        # Imported here: only a stock twisted.web Site renders; lbtwist's
-        # own frontends call forward, and never need twisted.web.server.
-        from twisted.web.server import NOT_DONE_YET
-
-        return NOT_DONE_YET
+        return _renderForwarded(self.clock, self.forward, request)
 
     def forward(self, request: IClientRequest, routed: Routed | None = None) -> None:
         """
@@ -1225,14 +1235,7 @@ class RoutedResource(Resource):
         """
         Route and forward a stock twisted.web request.
         """
-        if not isinstance(request, ServerRequest):
-            request = StockRequest(request, self.clock.seconds())
-        self.forward(request)
-        # Imported here: only a stock twisted.web Site renders; lbtwist's
-        # own frontends call forward, and never need twisted.web.server.
-        from twisted.web.server import NOT_DONE_YET
-
-        return NOT_DONE_YET
+        return _renderForwarded(self.clock, self.forward, request)
 
     def forward(self, request: IClientRequest) -> None:
         """

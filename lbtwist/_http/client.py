@@ -299,19 +299,15 @@ class UpstreamConnection(Protocol):
             return
         self._state = _HEAD
         self._receiver = receiver
+        self._resetRequest()
+        self._head = method == b"HEAD"
         self._chunked = chunked
-        self._bodyDone = False
-        self._resetResponse()
         self._readTimeout = readTimeout
-        if method == b"HEAD":
-            # llhttp must be told a HEAD response has no body: a parser of
-            # its own (httptools issue #47), never reused.
-            self._head = True
+        if self._head or self._parser is None:
+            # A HEAD response gets a parser of its own, never reused
+            # (httptools issue #47); else the parser the last complete
+            # response left ready serves this one.
             self._parser = HttpResponseParser(self)
-        else:
-            self._head = False
-            if self._parser is None:
-                self._parser = HttpResponseParser(self)
         self._writer.write(b"".join(head))
         self._arm(responseTimeout)
 

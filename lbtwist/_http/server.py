@@ -662,7 +662,7 @@ class HTTPServerChannel(Protocol):
         """
         Parse C{data}; dispatch the requests it completes.
         """
-        self._stats.bytesIn += len(data)
+        self._stats.received(len(data))
         if self._switched is not None:
             self._switched.dataReceived(data)
             return
@@ -679,12 +679,7 @@ class HTTPServerChannel(Protocol):
         if self._bodyTimer is not None:
             self._bodyLast = self._clock.seconds()
         try:
-            if self._rawLeft:
-                self._feed(data)
-            else:
-                data = self._feedParser(data)
-                if data:
-                    self._feed(data)
+            self._feed(data)
         except _Stop:
             pass
         self._processQueue()
@@ -1011,7 +1006,7 @@ class HTTPServerChannel(Protocol):
         if host is None:
             if version == b"HTTP/1.1":
                 self._refuseStop(400)
-        elif _HOST.match(host) is None:
+        elif not validHost(host):
             self._refuseStop(400)
         if transferEncoding is not None and (
             version != b"HTTP/1.1"
@@ -1198,18 +1193,19 @@ class HTTPServerChannel(Protocol):
         """
         if self._processing:
             return
-        self._processing = True
-        try:
-            queue = self._queue
-            while self._current is None and queue and not self._closed:
-                request = queue.popleft()
-                self._current = request
-                try:
-                    self._frontend.dispatch(request)
-                except Exception:
-                    self._dispatchFailed(request)
-        finally:
-            self._processing = False
+        queue = self._queue
+        if queue and self._current is None:
+            self._processing = True
+            try:
+                while self._current is None and queue and not self._closed:
+                    request = queue.popleft()
+                    self._current = request
+                    try:
+                        self._frontend.dispatch(request)
+                    except Exception:
+                        self._dispatchFailed(request)
+            finally:
+                self._processing = False
         if self._closed:
             return
         if self._current is None and self._pendingRefusal is not None:
@@ -1247,12 +1243,7 @@ class HTTPServerChannel(Protocol):
             return
         if self._pauses:
             self._resume(_PAUSED_BODY)
-        if self._queue or self._pauses or self._pendingRefusal is not None:
-            self._processQueue()
-        else:
-            # Nothing waits (the usual keep-alive request): the connection
-            # is idle now.
-            self._updateTimers()
+        self._processQueue()
 
     def _abortRequest(self, request: ServerRequest) -> None:
         if request is self._current:
@@ -1294,7 +1285,7 @@ class HTTPServerChannel(Protocol):
     def _write(self, request: ServerRequest, data: bytes) -> None:
         if self._closed:
             return
-        self._stats.bytesOut += len(data)
+        self._stats.sent(len(data))
         self._writer.write(data)
 
     def _writeSequence(self, request: ServerRequest, parts: list[bytes]) -> None:
